@@ -1,0 +1,348 @@
+"""Recipe sections as dataclasses, and the parser that fills them from YAML and the command line.
+
+A recipe is one flat YAML file (like alignment-handbook's) whose keys are the fields of the dataclasses below
+plus every `SentenceTransformerTrainingArguments` field. The YAML gives defaults, command-line flags override
+them, and a key that no section knows is an error naming the key, the file and the line, with the closest
+valid key as a suggestion. `metadata["help"]` of every field is what `--help` prints.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from sentence_transformers import SentenceTransformerTrainingArguments
+from transformers import HfArgumentParser
+
+from st_bge.errors import ConfigError
+
+LOSS_NAMES = ("mnrl", "cached_mnrl", "gist", "cached_gist")
+SECRET_FIELDS = frozenset({"hub_token"})
+DEFAULT_METRICS = ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100"]
+
+
+@dataclass
+class ModelArguments:
+    """# Model: which encoder to fine-tune and how (full or LoRA)."""
+
+    model_name_or_path: str = field(
+        metadata={"help": "Hub id or local folder of any SentenceTransformer-loadable model, e.g. BAAI/bge-m3."}
+    )
+    model_revision: str | None = field(default=None, metadata={"help": "Hub revision (branch, tag or commit)."})
+    pooling: Literal["auto", "cls", "mean", "lasttoken"] = field(
+        default="auto",
+        metadata={
+            "help": "Pooling of the token embeddings. 'auto' gives BGE-family models CLS pooling + L2 normalisation "
+            "(as BGE was trained) and keeps the saved pooling of any other Sentence Transformer model."
+        },
+    )
+    max_seq_length: int | None = field(
+        default=None, metadata={"help": "Truncate inputs to this many tokens (default: the model's own limit)."}
+    )
+    query_prompt: str | None = field(
+        default="auto",
+        metadata={
+            "help": "Text prepended to every query (training anchors and evaluation queries). 'auto' uses BGE's "
+            "retrieval instruction for bge-*-v1.5 models and nothing for others (BGE-M3 uses none); '' for none."
+        },
+    )
+    use_lora: bool = field(default=False, metadata={"help": "Train a LoRA adapter (peft) instead of all weights."})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling numerator (alpha / r scales the update)."})
+    lora_dropout: float = field(default=0.1, metadata={"help": "Dropout on the LoRA branch."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "Module names to adapt, or 'all-linear' for every linear layer of the encoder."},
+    )
+    trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom modelling code from the Hub."})
+
+
+@dataclass
+class DataArguments:
+    """# Data: where the training pairs come from and what is held out for evaluation."""
+
+    dataset_name_or_path: str = field(
+        metadata={
+            "help": "Training data: a Hub dataset id, a jsonl/json/csv/parquet file, or a BEIR folder "
+            "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."
+        }
+    )
+    dataset_format: Literal["auto", "pairs", "flagembedding", "beir"] = field(
+        default="auto",
+        metadata={
+            "help": "'pairs': one record per (anchor, positive[, negative...]) with columns named by column_mapping; "
+            "'flagembedding': {query, pos: [...], neg: [...]} lines; 'beir': a BEIR folder; 'auto' detects it."
+        },
+    )
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    dataset_split: str = field(
+        default="train",
+        metadata={
+            "help": "Hub split, or the BEIR qrels split(s) to train on: a name, comma-separated names, or 'all'."
+        },
+    )
+    dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision."})
+    column_mapping: dict[str, str] | None = field(
+        default=None,
+        metadata={
+            "help": "For 'pairs' data: which source column is the anchor, the positive and the negatives, as "
+            'a mapping (JSON on the command line), e.g. {"anchor": "question", "positive": "answer"}.'
+        },
+    )
+    num_negatives: int | None = field(
+        default=None,
+        metadata={
+            "help": "Hard negatives per training row (FlagEmbedding data); default: the fewest any record has, at "
+            "most 7 (FlagEmbedding's train_group_size 8 = 1 positive + 7 negatives)."
+        },
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N training rows (after the split), for quick runs."}
+    )
+    eval_dataset_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "A BEIR folder to evaluate on (queries, corpus and qrels). Overrides eval_split_size."},
+    )
+    eval_dataset_split: str = field(default="test", metadata={"help": "qrels split of eval_dataset_name_or_path."})
+    eval_split_size: float = field(
+        default=0.0,
+        metadata={
+            "help": "Fraction of the training queries held out for evaluation (split by query, so no query is "
+            "in both). Used when no eval_dataset_name_or_path is given; 0 disables evaluation."
+        },
+    )
+    split_seed: int = field(default=42, metadata={"help": "Seed of the train/eval split."})
+
+
+@dataclass
+class LossArguments:
+    """# Loss: the contrastive objective and its BGE-style temperature."""
+
+    loss: Literal["mnrl", "cached_mnrl", "gist", "cached_gist"] = field(
+        default="cached_gist",
+        metadata={
+            "help": "'mnrl': MultipleNegativesRankingLoss (InfoNCE with in-batch negatives); 'gist': GISTEmbedLoss "
+            "(a frozen guide model masks likely false negatives); 'cached_*': the GradCache variants, whose "
+            "memory does not grow with the batch, so large batches add in-batch negatives."
+        },
+    )
+    temperature: float = field(
+        default=0.02, metadata={"help": "Softmax temperature; BGE uses 0.02 (MNRL scale = 1 / temperature = 50)."}
+    )
+    mini_batch_size: int = field(default=32, metadata={"help": "Forward mini-batch of the cached losses."})
+    guide_model_name_or_path: str | None = field(
+        default=None, metadata={"help": "Guide model of the GIST losses; default: a frozen copy of the base model."}
+    )
+    gist_margin_strategy: Literal["absolute", "relative"] = field(
+        default="absolute", metadata={"help": "How the guide's margin against the positive is measured."}
+    )
+    gist_margin: float = field(
+        default=0.0, metadata={"help": "Mask in-batch candidates the guide scores above (positive - margin)."}
+    )
+    gist_contrast_anchors: bool = field(default=True, metadata={"help": "GIST: also contrast anchor vs anchor."})
+    gist_contrast_positives: bool = field(default=True, metadata={"help": "GIST: also contrast positive vs positive."})
+    gather_across_devices: bool | None = field(
+        default=None,
+        metadata={"help": "Share in-batch negatives across processes; default: on when more than one process runs."},
+    )
+
+
+@dataclass
+class EvaluationArguments:
+    """# Evaluation: ranx retrieval metrics on the held-out or given retrieval set."""
+
+    eval_metrics: list[str] = field(
+        default_factory=lambda: list(DEFAULT_METRICS),
+        metadata={"help": "ranx metric names, e.g. ndcg@10 mrr@10 recall@100 map@100 precision@5 hit_rate@10."},
+    )
+    eval_primary_metric: str = field(
+        default="ndcg@10", metadata={"help": "The metric that picks the best checkpoint; one of eval_metrics."}
+    )
+    eval_top_k: int = field(default=100, metadata={"help": "Documents retrieved per query."})
+    eval_base_model: bool = field(
+        default=True, metadata={"help": "Evaluate the base model before training, for the base vs fine-tuned table."}
+    )
+
+
+@dataclass
+class CardArguments:
+    """# Card: what the generated model card says (publishing settings are the Trainer's `hub_*` fields)."""
+
+    language: list[str] | None = field(default=None, metadata={"help": "Language codes for the card, e.g. en zh."})
+    license: str | None = field(default=None, metadata={"help": "License of the fine-tuned model, e.g. apache-2.0."})
+    card_include_examples: bool = field(
+        default=False,
+        metadata={
+            "help": "Put training-text samples and widget examples in the model card. Off by default: training "
+            "data is often private, and the card is public once pushed."
+        },
+    )
+
+
+@dataclass
+class TrainingArguments(SentenceTransformerTrainingArguments):
+    """# Training: every SentenceTransformerTrainingArguments field, with the defaults a BGE fine-tune wants."""
+
+    output_dir: str = field(
+        default="outputs/st-bge", metadata={"help": "Where the adapter or model, card and eval results are written."}
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Allow writing into an output_dir that already has files in it."}
+    )
+    # In-batch negatives are only negatives if they differ from the anchor's own positive.
+    batch_sampler: str = field(
+        default="no_duplicates",
+        metadata={"help": "'no_duplicates' (default: no text twice in a batch), 'batch_sampler' or 'group_by_label'."},
+    )
+
+
+@dataclass
+class Recipe:
+    """All sections of one run. Built by `parse_recipe`."""
+
+    model: ModelArguments
+    data: DataArguments
+    loss: LossArguments
+    evaluation: EvaluationArguments
+    card: CardArguments
+    training: TrainingArguments
+    source: str | None = None  # the YAML file, for messages and the model card
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The recipe as plain values (training arguments: only those that differ from the defaults, no secrets)."""
+        sections = {
+            name: {f.name: getattr(getattr(self, name), f.name) for f in fields(getattr(self, name))}
+            for name in ("model", "data", "loss", "evaluation", "card")
+        }
+        sections["training"] = _non_default_training_arguments(self.training)
+        return sections
+
+
+SECTIONS = (ModelArguments, DataArguments, LossArguments, EvaluationArguments, CardArguments, TrainingArguments)
+
+
+def _non_default_training_arguments(args: TrainingArguments) -> dict[str, Any]:
+    """Fields that differ from the defaults, never a secret (`hub_token`): this dict goes into public cards."""
+    defaults = TrainingArguments(output_dir=args.output_dir)
+    return {
+        f.name: getattr(args, f.name)
+        for f in fields(args)
+        if f.init
+        and not f.name.startswith("_")
+        and f.name not in SECRET_FIELDS
+        and getattr(args, f.name) != getattr(defaults, f.name)
+    }
+
+
+class RecipeParser(HfArgumentParser):
+    """`HfArgumentParser` over the recipe sections, with trl-style `--config recipe.yaml` defaults."""
+
+    def __init__(self) -> None:
+        super().__init__(SECTIONS)
+        for action in self._actions:
+            if _field_type(action.dest) == "dict":
+                action.type = _json_mapping(action.dest)
+
+    def parse(self, argv: Sequence[str] | None = None) -> Recipe:
+        """Parse `--config FILE` (optional) and flags into a `Recipe`.
+
+        Raises:
+            ConfigError: an unknown key in the YAML or on the command line, or a value of the wrong type.
+        """
+        argv = list(sys.argv[1:] if argv is None else argv)
+        source = None
+        if "--config" in argv:
+            index = argv.index("--config")
+            if index + 1 >= len(argv):
+                raise ConfigError("--config needs a path to a recipe YAML file")
+            source = argv[index + 1]
+            del argv[index : index + 2]
+            self._set_yaml_defaults(Path(source))
+        *sections, unknown = self.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+        if unknown:
+            flag = next((item for item in unknown if item.startswith("--")), unknown[0])
+            raise ConfigError(f"unknown command-line argument {flag!r}{self._suggest(flag.lstrip('-'))}")
+        recipe = Recipe(*sections, source=source)
+        validate(recipe)
+        return recipe
+
+    def _set_yaml_defaults(self, path: Path) -> None:
+        if not path.is_file():
+            raise ConfigError(f"{path}: recipe file not found")
+        text = path.read_text(encoding="utf-8")
+        try:
+            config = yaml.safe_load(text) or {}
+            lines = {key.value: key.start_mark.line + 1 for key, _ in yaml.compose(text).value} if config else {}
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML: {error}") from None
+        if not isinstance(config, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of keys to values, got {type(config).__name__}")
+        actions = {action.dest: action for action in self._actions}
+        for key, value in config.items():
+            where = f"{path}, line {lines.get(key, '?')}"
+            action = actions.get(key)
+            if action is None or key == "help":
+                raise ConfigError(f"{where}: unknown key '{key}'{self._suggest(key)}")
+            if isinstance(value, str) and action.type is not None:
+                try:
+                    action.type(value)
+                except (TypeError, ValueError) as error:
+                    raise ConfigError(f"{where}: key '{key}': invalid value {value!r} ({error})") from None
+            if action.choices is not None and value not in action.choices:
+                raise ConfigError(f"{where}: key '{key}': {value!r} is not one of {list(action.choices)}")
+            action.default = value
+            action.required = False
+
+    def _suggest(self, key: str) -> str:
+        known = [action.dest for action in self._actions if action.dest != "help"]
+        close = difflib.get_close_matches(key, known, n=1)
+        return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _field_type(name: str) -> str | None:
+    for section in SECTIONS:
+        for f in fields(section):
+            if f.name == name:
+                return "dict" if str(f.type).startswith("dict") else str(f.type)
+    return None
+
+
+def _json_mapping(name: str):
+    def parse(value: str) -> dict[str, str]:
+        try:
+            mapping = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{name} must be a JSON object: {error}") from None
+        if not isinstance(mapping, dict):
+            raise ValueError(f"{name} must be a JSON object, got {value!r}")
+        return mapping
+
+    parse.__name__ = "JSON object"
+    return parse
+
+
+def validate(recipe: Recipe) -> None:
+    """Cross-field checks that no single field's type can express."""
+    evaluation, data, loss = recipe.evaluation, recipe.data, recipe.loss
+    if evaluation.eval_primary_metric not in evaluation.eval_metrics:
+        raise ConfigError(
+            f"eval_primary_metric '{evaluation.eval_primary_metric}' must be one of eval_metrics "
+            f"{evaluation.eval_metrics}"
+        )
+    if not 0.0 <= data.eval_split_size < 1.0:
+        raise ConfigError(f"eval_split_size must be in [0, 1), got {data.eval_split_size}")
+    if loss.temperature <= 0:
+        raise ConfigError(f"temperature must be positive, got {loss.temperature}")
+    if data.column_mapping is not None and data.dataset_format not in ("auto", "pairs"):
+        raise ConfigError(f"column_mapping applies to 'pairs' data, not dataset_format '{data.dataset_format}'")
+
+
+def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
+    """Parse a recipe the way `recipes/train.py` and `st-bge train` do."""
+    return RecipeParser().parse(argv)

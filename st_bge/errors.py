@@ -1,0 +1,42 @@
+"""Errors a user can cause, each carrying one message that says where the problem is.
+
+Everything raised here reaches the user as a single line from `st-bge` or `recipes/*.py` (no stack trace),
+and always before training starts, so a bad file never costs a half-finished run.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class StBgeError(Exception):
+    """Base class for problems in the user's input (recipes, data files, paths)."""
+
+
+class ConfigError(StBgeError):
+    """A recipe or command-line flag that cannot be used as given."""
+
+
+class DataError(StBgeError):
+    """A data file (or Hub dataset) that cannot be turned into training or evaluation data.
+
+    Args:
+        source: The file, folder or Hub id the problem was found in.
+        message: What is wrong, in the user's terms.
+        line: 1-based line (jsonl, tsv, csv) or row (json, parquet, Hub) number, if the problem is in one record.
+        field: The field (column) at fault, if any.
+    """
+
+    def __init__(
+        self, source: str | PathLike, message: str, *, line: int | None = None, field: str | None = None
+    ) -> None:
+        self.source = str(source)
+        self.line = line
+        self.field = field
+        self.reason = message
+        where = self.source
+        if line is not None:
+            where += f", line {line}"
+        if field is not None:
+            where += f", field '{field}'"
+        super().__init__(f"{where}: {message}")

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import pytest
+
+from st_bge.config import parse_recipe
+from st_bge.errors import ConfigError
+
+RECIPE = """\
+# Model
+model_name_or_path: BAAI/bge-m3
+use_lora: true
+# Data
+dataset_name_or_path: data/mbpp_sanitized
+# Loss
+loss: cached_gist
+temperature: 0.02
+# Training
+learning_rate: 2.0e-4
+per_device_train_batch_size: 16
+eval_metrics: [ndcg@10, recall@100]
+"""
+
+
+@pytest.fixture
+def recipe_file(tmp_path):
+    path = tmp_path / "recipe.yaml"
+    path.write_text(RECIPE)
+    return path
+
+
+def test_yaml_gives_defaults(recipe_file):
+    recipe = parse_recipe(["--config", str(recipe_file)])
+    assert recipe.model.model_name_or_path == "BAAI/bge-m3"
+    assert recipe.model.use_lora is True
+    assert recipe.loss.loss == "cached_gist"
+    assert recipe.loss.temperature == 0.02
+    assert recipe.training.learning_rate == 2e-4
+    assert recipe.training.per_device_train_batch_size == 16
+    assert recipe.evaluation.eval_metrics == ["ndcg@10", "recall@100"]
+    # st-bge's own defaults for a BGE fine-tune
+    assert recipe.training.batch_sampler == "no_duplicates"
+    assert recipe.source == str(recipe_file)
+
+
+def test_flags_override_yaml(recipe_file):
+    recipe = parse_recipe(
+        [
+            "--config",
+            str(recipe_file),
+            "--learning_rate",
+            "1e-5",
+            "--loss",
+            "mnrl",
+            "--use_lora",
+            "false",
+            "--column_mapping",
+            '{"anchor": "q", "positive": "d"}',
+        ]
+    )
+    assert recipe.training.learning_rate == 1e-5
+    assert recipe.loss.loss == "mnrl"
+    assert recipe.model.use_lora is False
+    assert recipe.data.column_mapping == {"anchor": "q", "positive": "d"}
+    assert recipe.model.model_name_or_path == "BAAI/bge-m3"  # untouched fields keep the YAML value
+
+
+def test_unknown_yaml_key_names_key_file_and_line(tmp_path):
+    path = tmp_path / "typo.yaml"
+    path.write_text("model_name_or_path: BAAI/bge-m3\ndataset_name_or_path: x\nlearning_rat: 1e-5\n")
+    with pytest.raises(ConfigError) as error:
+        parse_recipe(["--config", str(path)])
+    assert str(error.value) == f"{path}, line 3: unknown key 'learning_rat' (did you mean 'learning_rate'?)"
+
+
+def test_unknown_flag_is_an_error(recipe_file):
+    with pytest.raises(ConfigError) as error:
+        parse_recipe(["--config", str(recipe_file), "--temprature", "0.05"])
+    assert str(error.value) == "unknown command-line argument '--temprature' (did you mean 'temperature'?)"
+
+
+def test_bad_value_names_key_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("model_name_or_path: m\ndataset_name_or_path: d\nloss: triplet\n")
+    with pytest.raises(ConfigError) as error:
+        parse_recipe(["--config", str(path)])
+    assert str(error.value) == (
+        f"{path}, line 3: key 'loss': 'triplet' is not one of ['mnrl', 'cached_mnrl', 'gist', 'cached_gist']"
+    )
+
+
+def test_cross_field_check(recipe_file):
+    with pytest.raises(ConfigError, match="eval_primary_metric 'mrr@10' must be one of eval_metrics"):
+        parse_recipe(["--config", str(recipe_file), "--eval_primary_metric", "mrr@10"])
+
+
+def test_recipe_dict_never_holds_the_hub_token(recipe_file):
+    recipe = parse_recipe(["--config", str(recipe_file), "--hub_token", "hf_secret"])
+    assert recipe.training.hub_token == "hf_secret"
+    assert "hf_secret" not in repr(recipe.to_dict())
