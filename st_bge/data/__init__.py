@@ -1,0 +1,91 @@
+"""Data stage: recipe `DataArguments` -> training rows (anchor, positive, negative_*) + a retrieval eval set."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from datasets import Dataset
+
+from st_bge.config import DataArguments
+from st_bge.data.formats import detect_format, flagembedding_to_dataset, pairs_to_dataset
+from st_bge.data.retrieval_set import RetrievalSet, is_beir_folder, load_beir
+from st_bge.data.sources import read_records
+from st_bge.errors import DataError
+
+__all__ = ["RetrievalSet", "TrainingData", "load_beir", "load_training_data"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingData:
+    """What the trainer needs: the training rows and, optionally, a retrieval set to evaluate on."""
+
+    train: Dataset
+    eval: RetrievalSet | None
+    source: str
+    format: str
+
+    def summary(self) -> dict[str, object]:
+        """Sizes and columns only (no text), safe for a public model card and the logs."""
+        summary: dict[str, object] = {
+            "source": self.source,
+            "format": self.format,
+            "train_rows": len(self.train),
+            "columns": self.train.column_names,
+        }
+        if self.eval is not None:
+            summary.update(
+                eval_set=self.eval.name,
+                eval_queries=len(self.eval.queries),
+                eval_corpus=len(self.eval.corpus),
+                eval_judgements=sum(len(docs) for docs in self.eval.qrels.values()),
+            )
+        return summary
+
+
+def load_training_data(args: DataArguments) -> TrainingData:
+    """Read, convert and split the recipe's data, failing on the first bad record before any training."""
+    source = args.dataset_name_or_path
+    data_format = args.dataset_format
+    if data_format == "auto" and is_beir_folder(source):
+        data_format = "beir"
+    eval_set = (
+        load_beir(args.eval_dataset_name_or_path, args.eval_dataset_split) if args.eval_dataset_name_or_path else None
+    )
+
+    if data_format == "beir":
+        retrieval_set = load_beir(source, args.dataset_split)
+        if eval_set is None and args.eval_split_size > 0:
+            retrieval_set, eval_set = retrieval_set.split(args.eval_split_size, args.split_seed)
+        train = retrieval_set.to_training_dataset()
+    else:
+        records = read_records(
+            source, split=args.dataset_split, config_name=args.dataset_config_name, revision=args.dataset_revision
+        )
+        if data_format == "auto":
+            data_format = detect_format(records)
+        if data_format == "flagembedding":
+            train = flagembedding_to_dataset(records, args.num_negatives)
+        else:
+            train = pairs_to_dataset(records, args.column_mapping)
+        if eval_set is None and args.eval_split_size > 0:
+            train, eval_set = _split_rows_by_anchor(train, args.eval_split_size, args.split_seed, name=source)
+
+    if args.max_train_samples is not None:
+        train = train.select(range(min(args.max_train_samples, len(train))))
+    if len(train) == 0:
+        raise DataError(source, "no training rows left")
+    data = TrainingData(train=train, eval=eval_set, source=source, format=data_format)
+    logger.info("Data: %s", data.summary())
+    return data
+
+
+def _split_rows_by_anchor(train: Dataset, eval_size: float, seed: int, name: str) -> tuple[Dataset, RetrievalSet]:
+    """Hold out whole anchors (never one anchor on both sides) and build the eval set from the held-out rows,
+    searching every document text of the full data."""
+    full = RetrievalSet.from_training_dataset(train, name=name)
+    train_set, eval_set = full.split(eval_size, seed)
+    train_anchors = {full.queries[qid] for qid in train_set.queries}
+    return train.filter(lambda row: row["anchor"] in train_anchors), eval_set

@@ -1,0 +1,165 @@
+"""Retrieval sets (queries + corpus + graded qrels), read from BEIR folders, split by query, turned into pairs.
+
+A BEIR folder is `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl` (`_id`, `text`) and
+`qrels/<split>.tsv` (`query-id`, `corpus-id`, `score` with a header line). It is both the usual evaluation
+format and a training source: each (query, relevant document) pair is one training row.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Dataset
+
+from st_bge.data.sources import Records, read_records, read_text_lines
+from st_bge.errors import DataError
+
+QRELS_HEADER = ("query-id", "corpus-id", "score")
+
+
+@dataclass
+class RetrievalSet:
+    """Queries and documents by id, and graded relevance judgements `qrels[query_id][doc_id] = grade`."""
+
+    queries: dict[str, str]
+    corpus: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+    name: str = "retrieval"
+
+    def relevant_pairs(self) -> Iterable[tuple[str, str]]:
+        """(query text, document text) for every judgement with a positive grade, in a stable order."""
+        for query_id in sorted(self.qrels):
+            for doc_id, grade in sorted(self.qrels[query_id].items()):
+                if grade > 0:
+                    yield self.queries[query_id], self.corpus[doc_id]
+
+    def to_training_dataset(self) -> Dataset:
+        """One (anchor, positive) row per relevant (query, document) pair."""
+        pairs = list(self.relevant_pairs())
+        return Dataset.from_dict({"anchor": [q for q, _ in pairs], "positive": [d for _, d in pairs]})
+
+    def subset(self, query_ids: Iterable[str], name: str | None = None) -> RetrievalSet:
+        """The given queries with their judgements, searching the same full corpus."""
+        query_ids = list(query_ids)
+        return RetrievalSet(
+            queries={qid: self.queries[qid] for qid in query_ids},
+            corpus=self.corpus,
+            qrels={qid: self.qrels[qid] for qid in query_ids},
+            name=name or self.name,
+        )
+
+    def split(self, eval_size: float, seed: int) -> tuple[RetrievalSet, RetrievalSet]:
+        """Split by query (no query on both sides) into (train, eval); both keep the full corpus.
+
+        The queries are sorted before the seeded shuffle, so the split depends only on the ids and the seed.
+        """
+        query_ids = sorted(self.qrels)
+        random.Random(seed).shuffle(query_ids)
+        n_eval = round(len(query_ids) * eval_size)
+        if not 0 < n_eval < len(query_ids):
+            raise DataError(
+                self.name, f"eval_split_size={eval_size} leaves no queries on one side of {len(query_ids)} queries"
+            )
+        return self.subset(query_ids[n_eval:]), self.subset(query_ids[:n_eval])
+
+    @classmethod
+    def from_training_dataset(cls, dataset: Dataset, name: str) -> RetrievalSet:
+        """A retrieval set from training rows: each distinct anchor is a query whose positives are relevant;
+        every positive and negative text is in the corpus."""
+        texts: dict[str, str] = {}
+        queries: dict[str, str] = {}
+        qrels: dict[str, dict[str, int]] = {}
+
+        def doc_id(text: str) -> str:
+            return texts.setdefault(text, f"d{len(texts)}")
+
+        negative_columns = [c for c in dataset.column_names if c not in ("anchor", "positive")]
+        for row in dataset:
+            query_id = queries.setdefault(row["anchor"], f"q{len(queries)}")
+            qrels.setdefault(query_id, {})[doc_id(row["positive"])] = 1
+            for column in negative_columns:
+                doc_id(row[column])
+        return cls(
+            queries={qid: text for text, qid in queries.items()},
+            corpus={did: text for text, did in texts.items()},
+            qrels=qrels,
+            name=name,
+        )
+
+
+def is_beir_folder(path: str | Path) -> bool:
+    path = Path(path)
+    return path.is_dir() and (path / "corpus.jsonl").is_file() and (path / "queries.jsonl").is_file()
+
+
+def load_beir(folder: str | Path, split: str = "test") -> RetrievalSet:
+    """Read a BEIR folder; `split` is a qrels file name, comma-separated names, or 'all' (every qrels/*.tsv).
+
+    Raises:
+        DataError: a missing file, a malformed line, an empty text, or qrels naming unknown ids.
+    """
+    folder = Path(folder)
+    if not is_beir_folder(folder):
+        raise DataError(folder, "not a BEIR folder: it needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
+    corpus = _read_texts(read_records(str(folder / "corpus.jsonl")), with_title=True)
+    queries = _read_texts(read_records(str(folder / "queries.jsonl")), with_title=False)
+    qrels: dict[str, dict[str, int]] = {}
+    for path in _qrels_files(folder, split):
+        _read_qrels(path, queries, corpus, qrels)
+    return RetrievalSet(queries={qid: queries[qid] for qid in qrels}, corpus=corpus, qrels=qrels, name=folder.name)
+
+
+def _qrels_files(folder: Path, split: str) -> list[Path]:
+    available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+    names = available if split == "all" else [name.strip() for name in split.split(",")]
+    missing = [name for name in names if name not in available]
+    if missing or not names:
+        raise DataError(folder / "qrels", f"no qrels split {missing or split!r}; available: {available}")
+    return [folder / "qrels" / f"{name}.tsv" for name in names]
+
+
+def _read_texts(records: Records, *, with_title: bool) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for record in records.rows:
+        values = record.values
+        for key in ("_id", "text"):
+            if key not in values:
+                raise DataError(records.source, "missing field", line=record.line, field=key)
+        item_id, text = str(values["_id"]), values["text"]
+        title = str(values.get("title") or "") if with_title else ""
+        if not isinstance(text, str) or not (text.strip() or title.strip()):
+            raise DataError(records.source, "empty text", line=record.line, field="text")
+        if item_id in texts:
+            raise DataError(records.source, f"duplicate id '{item_id}'", line=record.line, field="_id")
+        # BEIR's convention (as in its own dense retrieval code): the title, if any, precedes the text.
+        texts[item_id] = f"{title} {text}".strip() if title.strip() else text
+    return texts
+
+
+def _read_qrels(path: Path, queries: dict[str, str], corpus: dict[str, str], qrels: dict[str, dict[str, int]]) -> None:
+    lines = read_text_lines(path)
+    for number, line in enumerate(lines, start=1):
+        if not line.strip() or (number == 1 and line.split("\t")[:3] == list(QRELS_HEADER)):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise DataError(
+                path, f"expected 3 tab-separated fields (query-id, corpus-id, score), got {len(parts)}", line=number
+            )
+        query_id, doc_id, score = parts
+        if query_id not in queries:
+            raise DataError(
+                path, f"unknown query id '{query_id}' (not in queries.jsonl)", line=number, field="query-id"
+            )
+        if doc_id not in corpus:
+            raise DataError(
+                path, f"unknown document id '{doc_id}' (not in corpus.jsonl)", line=number, field="corpus-id"
+            )
+        try:
+            grade = int(float(score))
+        except ValueError:
+            raise DataError(path, f"score {score!r} is not a number", line=number, field="score") from None
+        qrels.setdefault(query_id, {})[doc_id] = grade

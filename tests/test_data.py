@@ -1,0 +1,169 @@
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from st_bge.config import DataArguments
+from st_bge.data import load_beir, load_training_data
+from st_bge.errors import DataError
+
+PAIRS = [
+    {"question": "how to sort", "answer": "sorted(xs)", "bad": "xs.sort(reverse=True)"},
+    {"question": "reverse a string", "answer": "s[::-1]", "bad": "s[1:]"},
+]
+
+
+def write_jsonl(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def load(path, **kwargs):
+    return load_training_data(DataArguments(dataset_name_or_path=str(path), **kwargs))
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "json", "csv", "parquet"])
+def test_pairs_from_every_local_file_type(tmp_path, suffix):
+    path = tmp_path / f"pairs.{suffix}"
+    if suffix == "jsonl":
+        write_jsonl(path, PAIRS)
+    elif suffix == "json":
+        path.write_text(json.dumps(PAIRS))
+    elif suffix == "csv":
+        path.write_text(
+            "question,answer,bad\n" + "".join(f'{r["question"]},{r["answer"]},"{r["bad"]}"\n' for r in PAIRS)
+        )
+    else:
+        pq.write_table(pa.Table.from_pylist(PAIRS), path)
+    data = load(path, column_mapping={"anchor": "question", "positive": "answer", "negative": "bad"})
+    assert data.format == "pairs"
+    assert data.train.column_names == ["anchor", "positive", "negative"]
+    assert data.train[1] == {"anchor": "reverse a string", "positive": "s[::-1]", "negative": "s[1:]"}
+
+
+def test_pairs_with_st_column_names_need_no_mapping(tmp_path):
+    path = write_jsonl(tmp_path / "t.jsonl", [{"anchor": "a", "positive": "p", "negative_1": "n", "id": 3}])
+    assert load(path).train.column_names == ["anchor", "positive", "negative_1"]
+
+
+def test_flagembedding_lines_become_one_row_per_positive(tmp_path):
+    path = write_jsonl(
+        tmp_path / "fe.jsonl",
+        [
+            {"query": "q1", "pos": ["p1", "p1b"], "neg": ["n1", "n2", "n3"], "prompt": "x"},
+            {"query": "q2", "pos": ["p2"], "neg": ["m1", "m2"]},
+        ],
+    )
+    data = load(path)
+    assert data.format == "flagembedding"
+    assert data.train.column_names == ["anchor", "positive", "negative_1", "negative_2"]  # the fewest negatives: 2
+    assert data.train["anchor"] == ["q1", "q1", "q2"]
+    assert data.train["positive"] == ["p1", "p1b", "p2"]
+    assert data.train["negative_2"] == ["n2", "n2", "m2"]
+
+
+def test_beir_folder_trains_on_pairs_and_splits_by_query(beir_folder):
+    data = load(beir_folder, dataset_split="all", eval_split_size=0.25, split_seed=1)
+    assert data.format == "beir"
+    assert len(data.train) == 9 and len(data.eval.queries) == 3
+    assert len(data.eval.corpus) == 12  # the held-out queries search the whole corpus
+    assert not set(data.train["anchor"]) & set(data.eval.queries.values())
+    again = load(beir_folder, dataset_split="all", eval_split_size=0.25, split_seed=1)
+    assert again.eval.qrels == data.eval.qrels  # the split depends only on the seed
+
+
+def test_separate_eval_set(beir_folder):
+    data = load(beir_folder, dataset_split="train", eval_dataset_name_or_path=str(beir_folder))
+    assert len(data.train) == 8
+    assert sorted(data.eval.qrels) == ["q-dedup", "q-fact", "q-upper", "q-words"]
+
+
+def test_pairs_eval_split_holds_out_whole_anchors(tmp_path):
+    rows = [{"anchor": f"q{i % 5}", "positive": f"d{i}"} for i in range(10)]
+    data = load(write_jsonl(tmp_path / "p.jsonl", rows), eval_split_size=0.4)
+    held_out = set(data.eval.queries.values())
+    assert len(held_out) == 2 and not held_out & set(data.train["anchor"])
+    assert len(data.train) == 6 and len(data.eval.corpus) == 10
+
+
+# Bad input: one clear message naming file, line and field.
+
+
+def test_malformed_json_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "a", "positive": }\n')
+    with pytest.raises(DataError) as error:
+        load(path)
+    assert str(error.value) == f"{path}, line 2: malformed JSON: Expecting value (column 29)"
+
+
+def test_missing_column(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"q": "a", "d": "b"}, {"q": "a2"}])
+    with pytest.raises(DataError) as error:
+        load(path, column_mapping={"anchor": "q", "positive": "d"})
+    assert str(error.value) == f"{path}, line 2, field 'd': missing column"
+
+
+def test_pairs_without_mapping_name_the_columns_found(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"question": "a", "answer": "b"}])
+    with pytest.raises(DataError, match=r"needs 'anchor' and 'positive' columns, found \['question', 'answer'\]"):
+        load(path)
+
+
+def test_empty_text(tmp_path):
+    path = write_jsonl(tmp_path / "e.jsonl", [{"query": "q", "pos": ["p"]}, {"query": "q2", "pos": ["ok", "  "]}])
+    with pytest.raises(DataError) as error:
+        load(path)
+    assert str(error.value) == f"{path}, line 2, field 'pos[1]': empty text"
+
+
+def test_pos_as_a_string(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"query": "q", "pos": ["p"]}, {"query": "q2", "pos": "p2"}])
+    with pytest.raises(DataError) as error:
+        load(path)
+    assert str(error.value) == f"{path}, line 2, field 'pos': expected a list of texts, got str"
+
+
+def test_wrong_encoding(tmp_path):
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes('{"anchor": "a", "positive": "b"}\n{"anchor": "café", "positive": "b"}\n'.encode("latin-1"))
+    with pytest.raises(DataError) as error:
+        load(path)
+    assert (
+        str(error.value) == f"{path}, line 2: not valid UTF-8 (invalid continuation byte); re-save the file as UTF-8"
+    )
+
+
+def test_qrels_naming_an_unknown_document(beir_folder, tmp_path):
+    folder = tmp_path / "beir"
+    folder.mkdir()
+    for name in ("corpus.jsonl", "queries.jsonl"):
+        (folder / name).write_text((beir_folder / name).read_text())
+    (folder / "qrels").mkdir()
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq-sort\tc-sort\t1\nq-max\tc-nope\t1\n")
+    with pytest.raises(DataError) as error:
+        load_beir(folder, "test")
+    assert str(error.value) == (
+        f"{folder / 'qrels' / 'test.tsv'}, line 3, field 'corpus-id': unknown document id 'c-nope' (not in corpus.jsonl)"
+    )
+
+
+def test_missing_file_and_missing_split(tmp_path, beir_folder):
+    with pytest.raises(DataError) as error:
+        load(tmp_path / "nope.jsonl")
+    assert str(error.value) == f"{tmp_path / 'nope.jsonl'}: file not found"
+    with pytest.raises(DataError, match=r"no qrels split \['dev'\]; available: \['test', 'train'\]"):
+        load_beir(beir_folder, "dev")
+
+
+def test_too_few_negatives(tmp_path):
+    path = write_jsonl(
+        tmp_path / "n.jsonl",
+        [{"query": "q", "pos": ["p"], "neg": ["a", "b"]}, {"query": "r", "pos": ["p"], "neg": ["a"]}],
+    )
+    with pytest.raises(DataError) as error:
+        load(path, num_negatives=2)
+    assert str(error.value) == f"{path}, line 2, field 'neg': has 1 negatives, fewer than num_negatives=2"
