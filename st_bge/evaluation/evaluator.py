@@ -1,0 +1,75 @@
+"""A ranx retrieval evaluator that plugs into `SentenceTransformerTrainer`, so checkpoints are chosen by a ranx
+metric (`metric_for_best_model: eval_<name>_<metric>`, e.g. `eval_retrieval_ndcg@10`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer.evaluation import BaseEvaluator
+
+from st_bge.data.retrieval_set import RetrievalSet
+from st_bge.evaluation.metrics import evaluate_run, to_qrels
+from st_bge.evaluation.retrieval import retrieve
+
+logger = logging.getLogger(__name__)
+
+# Metric keys are `<name>_<metric>`; the Trainer logs them as `eval_<name>_<metric>`.
+EVALUATOR_NAME = "retrieval"
+
+
+class RanxRetrievalEvaluator(BaseEvaluator):
+    """Dense retrieval over a `RetrievalSet`, scored by ranx against its graded qrels.
+
+    Args:
+        retrieval_set: Queries, corpus and qrels to evaluate on.
+        metrics: ranx metric names, e.g. `["ndcg@10", "mrr@10", "recall@100"]`.
+        primary_metric: The metric (one of `metrics`) the Trainer selects the best checkpoint by.
+        top_k: Documents retrieved per query.
+        batch_size: Encoding batch size.
+        name: Prefix of the returned metric keys (`<name>_<metric>`).
+    """
+
+    def __init__(
+        self,
+        retrieval_set: RetrievalSet,
+        metrics: Sequence[str],
+        *,
+        primary_metric: str = "ndcg@10",
+        top_k: int = 100,
+        batch_size: int = 64,
+        name: str = EVALUATOR_NAME,
+    ) -> None:
+        super().__init__()
+        if primary_metric not in metrics:
+            raise ValueError(f"primary_metric {primary_metric!r} is not one of {list(metrics)}")
+        self.retrieval_set = retrieval_set
+        self.metrics = list(metrics)
+        self.primary_metric = primary_metric
+        self.top_k = top_k
+        self.batch_size = batch_size
+        self.name = name
+        self.qrels = to_qrels(retrieval_set.qrels, name=retrieval_set.name)
+
+    def compute_metrics(self, model: SentenceTransformer) -> dict[str, float]:
+        """Unprefixed ranx metrics of `model` on the retrieval set."""
+        run = retrieve(model, self.retrieval_set, top_k=self.top_k, batch_size=self.batch_size)
+        return evaluate_run(self.qrels, run, self.metrics)
+
+    def __call__(
+        self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1
+    ) -> dict[str, float]:
+        metrics = self.compute_metrics(model)
+        logger.info("Retrieval on %s: %s", self.retrieval_set.name, {k: round(v, 4) for k, v in metrics.items()})
+        metrics = self.prefix_name_to_metrics(metrics, self.name)
+        self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
+        return metrics
+
+    @property
+    def description(self) -> str:
+        return "Retrieval (ranx)"
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"dataset": self.retrieval_set.name, "top_k": self.top_k}

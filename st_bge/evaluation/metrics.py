@@ -1,0 +1,33 @@
+"""ranx, wrapped once: string ids, no mutation of the caller's Run, always a dict of floats.
+
+ranx's `evaluate` returns a bare float for a single metric, requires `str` ids, and stores its results inside
+the Run it was given; every caller in st-bge goes through `evaluate_run` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from ranx import Qrels, Run
+from ranx import evaluate as ranx_evaluate
+
+
+def to_qrels(qrels: Mapping[str, Mapping[str, int]], name: str | None = None) -> Qrels:
+    """A ranx `Qrels` from `{query_id: {doc_id: grade}}` (ids turned into `str`)."""
+    return Qrels({str(q): {str(d): int(g) for d, g in docs.items()} for q, docs in qrels.items()}, name=name)
+
+
+def to_run(scores: Mapping[str, Mapping[str, float]], name: str | None = None) -> Run:
+    """A ranx `Run` from `{query_id: {doc_id: score}}` (ids turned into `str`)."""
+    return Run({str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in scores.items()}, name=name)
+
+
+def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str]) -> dict[str, float]:
+    """Mean of each metric over the qrels' queries; a query the run misses scores 0 (ranx `make_comparable`).
+
+    ranx's nDCG uses linear gains (Järvelin & Kekäläinen): grade 2 counts twice grade 1.
+    """
+    result = ranx_evaluate(qrels, run, list(metrics), save_results_in_run=False, make_comparable=True)
+    if not isinstance(result, dict):
+        result = {metrics[0]: result}
+    return {metric: float(result[metric]) for metric in metrics}

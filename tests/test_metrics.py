@@ -1,0 +1,47 @@
+"""ranx metrics through st-bge's wrapper, against values computed by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from st_bge.evaluation.metrics import evaluate_run, to_qrels, to_run
+
+
+def test_graded_metrics_match_hand_computed_values():
+    # q1: d1 is highly relevant (2), d2 relevant (1); the run ranks d1, d3 (not relevant), d2.
+    # q2: d9 relevant (1); the run ranks it second.
+    qrels = to_qrels({"q1": {"d1": 2, "d2": 1}, "q2": {"d9": 1}})
+    run = to_run({"q1": {"d1": 0.9, "d3": 0.8, "d2": 0.7}, "q2": {"d4": 0.6, "d9": 0.5}})
+    metrics = evaluate_run(qrels, run, ["ndcg@10", "mrr@10", "recall@1", "recall@10", "map@100", "precision@2"])
+
+    # nDCG with linear gains: q1 DCG = 2/log2(2) + 1/log2(4) = 2.5, ideal = 2 + 1/log2(3); q2 = (1/log2(3)) / 1
+    ndcg_q1 = 2.5 / (2 + 1 / math.log2(3))
+    ndcg_q2 = 1 / math.log2(3)
+    assert metrics["ndcg@10"] == pytest.approx((ndcg_q1 + ndcg_q2) / 2)
+    assert metrics["mrr@10"] == pytest.approx((1 + 1 / 2) / 2)
+    assert metrics["recall@1"] == pytest.approx((1 / 2 + 0) / 2)
+    assert metrics["recall@10"] == pytest.approx(1.0)
+    # AP q1 = (1/1 + 2/3) / 2, AP q2 = 1/2
+    assert metrics["map@100"] == pytest.approx(((1 + 2 / 3) / 2 + 1 / 2) / 2)
+    assert metrics["precision@2"] == pytest.approx((1 / 2 + 1 / 2) / 2)
+
+
+def test_single_metric_is_a_dict_and_the_run_is_not_mutated():
+    qrels = to_qrels({"q1": {"d1": 1}})
+    run = to_run({"q1": {"d1": 1.0}})
+    assert evaluate_run(qrels, run, ["ndcg@10"]) == {"ndcg@10": 1.0}
+    assert run.mean_scores == {}
+
+
+def test_a_query_missing_from_the_run_scores_zero():
+    qrels = to_qrels({"q1": {"d1": 1}, "q2": {"d2": 1}})
+    run = to_run({"q1": {"d1": 1.0}})
+    assert evaluate_run(qrels, run, ["recall@10"]) == {"recall@10": 0.5}
+
+
+def test_integer_ids_become_strings():
+    qrels = to_qrels({1: {10: 1}})
+    run = to_run({1: {10: 0.3, 11: 0.9}})
+    assert evaluate_run(qrels, run, ["mrr@10"]) == {"mrr@10": 0.5}
