@@ -6,8 +6,10 @@ the Run it was given; every caller in st-bge goes through `evaluate_run` instead
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 
+from numba.core.errors import NumbaTypeSafetyWarning
 from ranx import Qrels, Run
 from ranx import evaluate as ranx_evaluate
 
@@ -27,7 +29,10 @@ def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str]) -> dict[str, fl
 
     ranx's nDCG uses linear gains (Järvelin & Kekäläinen): grade 2 counts twice grade 1.
     """
-    result = ranx_evaluate(qrels, run, list(metrics), save_results_in_run=False, make_comparable=True)
+    with warnings.catch_warnings():
+        # ranx's compiled metrics cast array sizes uint64 -> int64; harmless, but numba warns on every call.
+        warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
+        result = ranx_evaluate(qrels, run, list(metrics), save_results_in_run=False, make_comparable=True)
     if not isinstance(result, dict):
         result = {metrics[0]: result}
     return {metric: float(result[metric]) for metric in metrics}
