@@ -1,0 +1,175 @@
+"""Run a recipe: data -> model (+ LoRA) -> loss -> SentenceTransformerTrainer -> ranx eval -> saved folder + card.
+
+Every check on the user's input (recipe, output folder, data files, model path) happens before the first
+training step, so a mistake costs seconds, not a run. Under several processes (`accelerate launch`), the
+base-model evaluation, the final evaluation, the card and the results files are produced on the main process.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
+from transformers import set_seed
+
+from st_bge.config import ModelArguments, Recipe
+from st_bge.data import TrainingData, load_training_data
+from st_bge.errors import ConfigError
+from st_bge.evaluation import RanxRetrievalEvaluator, RetrievalComparison
+from st_bge.evaluation.evaluator import EVALUATOR_NAME
+from st_bge.losses import build_loss, needs_guide
+from st_bge.model_card import StBgeModelCardData, attach_card_data
+from st_bge.modeling import add_lora, frozen_copy, load_model, untrained_heads_note
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the trainer (with the trained model in memory), its folder and the results."""
+
+    trainer: SentenceTransformerTrainer
+    output_dir: Path
+    comparison: RetrievalComparison | None
+
+    @property
+    def model(self) -> SentenceTransformer:
+        return self.trainer.model
+
+
+def check_output_dir(recipe: Recipe) -> None:
+    """Refuse to write into a folder that already holds files, unless told to (or resuming from it)."""
+    args = recipe.training
+    output_dir = Path(args.output_dir)
+    if output_dir.is_file():
+        raise ConfigError(f"output_dir '{output_dir}' is a file")
+    if (
+        output_dir.is_dir()
+        and any(output_dir.iterdir())
+        and not args.overwrite_output_dir
+        and not args.resume_from_checkpoint
+    ):
+        raise ConfigError(
+            f"output_dir '{output_dir}' already has files; choose another output_dir or pass "
+            "--overwrite_output_dir true to write over them"
+        )
+
+
+def build_evaluator(recipe: Recipe, data: TrainingData) -> RanxRetrievalEvaluator | None:
+    if data.eval is None:
+        return None
+    evaluation = recipe.evaluation
+    return RanxRetrievalEvaluator(
+        data.eval,
+        evaluation.eval_metrics,
+        primary_metric=evaluation.eval_primary_metric,
+        top_k=evaluation.eval_top_k,
+        batch_size=recipe.training.per_device_eval_batch_size,
+    )
+
+
+def train(recipe: Recipe) -> TrainResult:
+    """Run the recipe end to end and return the trained model, where it was saved and its results."""
+    args = recipe.training
+    check_output_dir(recipe)
+    set_seed(args.seed)
+    data = load_training_data(recipe.data)
+    _check_evaluation_settings(recipe, data)
+
+    model = load_model(recipe.model)
+    heads_note = untrained_heads_note(recipe.model.model_name_or_path)
+    card_data = StBgeModelCardData(
+        recipe=recipe.to_dict(),
+        data_summary=data.summary(),
+        adapter=recipe.model.use_lora,
+        notes=[heads_note] if heads_note else [],
+        include_examples=recipe.card.card_include_examples,
+        language=recipe.card.language,
+        license=recipe.card.license,
+        model_id=args.hub_model_id,
+    )
+    attach_card_data(model, card_data, base_model=recipe.model.model_name_or_path)
+
+    evaluator = build_evaluator(recipe, data)
+    base_metrics = None
+    if evaluator is not None and recipe.evaluation.eval_base_model and args.process_index == 0:
+        logger.info("Evaluating the base model on %s", data.eval.name)
+        base_metrics = evaluator.compute_metrics(model)
+
+    guide = _load_guide(recipe, model) if needs_guide(recipe.loss) else None
+    if recipe.model.use_lora:
+        add_lora(model, recipe.model)
+    loss = build_loss(model, recipe.loss, guide=guide, world_size=args.world_size)
+
+    query_prompt = model.prompts.get("query")
+    if query_prompt and args.prompts is None:
+        args.prompts = {"anchor": query_prompt}  # train queries exactly as they will be encoded
+
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=data.train, loss=loss, evaluator=evaluator
+    )
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+
+    comparison = None
+    if evaluator is not None and trainer.is_world_process_zero():
+        comparison = RetrievalComparison(
+            eval_set={
+                "name": data.eval.name,
+                "queries": len(data.eval.queries),
+                "corpus": len(data.eval.corpus),
+                "judgements": sum(len(docs) for docs in data.eval.qrels.values()),
+                "top_k": evaluator.top_k,
+            },
+            metrics=evaluator.metrics,
+            base=base_metrics,
+            fine_tuned=evaluator.compute_metrics(model),
+        )
+        card_data.comparison = comparison
+    trainer.save_model(args.output_dir)
+    if comparison is not None:
+        comparison.save(args.output_dir)
+    return TrainResult(trainer=trainer, output_dir=Path(args.output_dir), comparison=comparison)
+
+
+def _check_evaluation_settings(recipe: Recipe, data: TrainingData) -> None:
+    args = recipe.training
+    if data.eval is None and (args.eval_strategy != "no" or args.load_best_model_at_end):
+        raise ConfigError(
+            f"eval_strategy '{args.eval_strategy}' needs evaluation data: set eval_split_size or "
+            "eval_dataset_name_or_path"
+        )
+    metric = (args.metric_for_best_model or "").removeprefix("eval_")
+    if args.load_best_model_at_end and not metric.startswith(f"{EVALUATOR_NAME}_"):
+        raise ConfigError(
+            f"load_best_model_at_end selects checkpoints by metric_for_best_model, which must be a ranx metric such "
+            f"as 'eval_{EVALUATOR_NAME}_{recipe.evaluation.eval_primary_metric}', not '{args.metric_for_best_model}'"
+        )
+
+
+def _load_guide(recipe: Recipe, model: SentenceTransformer) -> SentenceTransformer:
+    """The GIST guide: the recipe's guide model, or a frozen copy of the base model (taken before LoRA)."""
+    if recipe.loss.guide_model_name_or_path is None:
+        return frozen_copy(model)
+    guide_args = ModelArguments(
+        model_name_or_path=recipe.loss.guide_model_name_or_path, max_seq_length=recipe.model.max_seq_length
+    )
+    return frozen_copy(load_model(guide_args))
+
+
+def print_summary(result: TrainResult) -> None:
+    """Print the base vs fine-tuned table and where everything was written (main process only)."""
+    if not result.trainer.is_world_process_zero():
+        return
+    if result.comparison is None:
+        print(f"\nSaved to {result.output_dir} (no evaluation set: set eval_split_size or eval_dataset_name_or_path)")
+        return
+    eval_set = result.comparison.eval_set
+    print(
+        f"\nRetrieval on {eval_set['name']} ({eval_set['queries']} queries, {eval_set['corpus']} documents), "
+        f"ranx, top {eval_set['top_k']}:\n"
+    )
+    print(result.comparison.to_markdown())
+    kind = "LoRA adapter" if result.model.model_card_data.adapter else "model"
+    print(f"\nSaved to {result.output_dir}: {kind}, README.md (model card), eval_results.json, eval_results.md")

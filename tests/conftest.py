@@ -1,0 +1,167 @@
+"""Shared fixtures: tiny BGE-shaped models built locally (no downloads), and a small BEIR retrieval set.
+
+- `tiny_bert_path`: a 2-layer BERT saved as a plain transformers folder named like a BGE model, so loading it
+  exercises BGE detection (CLS pooling + Normalize instead of sentence-transformers' mean-pooling fallback).
+- `tiny_xlmr_path`: an XLM-R of the same size saved the way BAAI/bge-m3 is (Sentence Transformers config with
+  CLS pooling + Normalize, and the M3 heads `sparse_linear.pt`, `colbert_linear.pt`).
+Tokenizers are trained in-process with `tokenizers` on the fixture texts.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
+
+REPO = Path(__file__).resolve().parents[1]
+
+TOPICS = {
+    "sort": ("How do I sort a list of numbers?", "def sort_numbers(xs):\n    return sorted(xs)"),
+    "reverse": ("Reverse a string in python", "def reverse(s):\n    return s[::-1]"),
+    "prime": (
+        "Check whether a number is prime",
+        "def is_prime(n):\n    return n > 1 and all(n % d for d in range(2, n))",
+    ),
+    "sum": ("Add up the values of a list", "def total(xs):\n    return sum(xs)"),
+    "max": ("Find the largest element", "def largest(xs):\n    return max(xs)"),
+    "vowels": ("Count the vowels in a word", "def vowels(w):\n    return sum(c in 'aeiou' for c in w)"),
+    "even": ("Keep only the even numbers", "def evens(xs):\n    return [x for x in xs if x % 2 == 0]"),
+    "square": ("Square every number in a list", "def squares(xs):\n    return [x * x for x in xs]"),
+    "words": ("Split a sentence into words", "def words(s):\n    return s.split()"),
+    "upper": ("Convert text to upper case", "def shout(s):\n    return s.upper()"),
+    "dedup": ("Remove duplicate items but keep the order", "def dedup(xs):\n    return list(dict.fromkeys(xs))"),
+    "fact": ("Compute the factorial of n", "def fact(n):\n    return 1 if n < 2 else n * fact(n - 1)"),
+}
+
+
+def _texts() -> list[str]:
+    return [text for pair in TOPICS.values() for text in pair]
+
+
+def _write_beir(folder: Path) -> Path:
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "queries.jsonl", "w") as queries, open(folder / "corpus.jsonl", "w") as corpus:
+        for key, (query, code) in TOPICS.items():
+            queries.write(json.dumps({"_id": f"q-{key}", "text": query}) + "\n")
+            corpus.write(json.dumps({"_id": f"c-{key}", "title": "", "text": code}) + "\n")
+    keys = list(TOPICS)
+    for split, split_keys in {"train": keys[:8], "test": keys[8:]}.items():
+        lines = ["query-id\tcorpus-id\tscore"] + [f"q-{k}\tc-{k}\t1" for k in split_keys]
+        (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def _train_tokenizer(kind: str):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    if kind == "bert":
+        from transformers import BertTokenizerFast
+
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+        tokenizer.train_from_iterator(_texts(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+        tokenizer.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]",
+            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
+        )
+        tokenizer.decoder = decoders.WordPiece()
+        return BertTokenizerFast(tokenizer_object=tokenizer, model_max_length=128)
+
+    from transformers import XLMRobertaTokenizerFast
+
+    tokenizer = Tokenizer(models.Unigram())
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer.train_from_iterator(
+        _texts(), trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token="<unk>")
+    )
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[(t, tokenizer.token_to_id(t)) for t in ("<s>", "</s>")],
+    )
+    tokenizer.decoder = decoders.Metaspace()
+    return XLMRobertaTokenizerFast(tokenizer_object=tokenizer, model_max_length=128)
+
+
+def _tiny_config(config_class, tokenizer, **extra):
+    return config_class(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=130,
+        pad_token_id=tokenizer.pad_token_id,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_path(tmp_path_factory) -> Path:
+    """A plain transformers BERT folder (no modules.json) whose name marks it as a BGE model."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("models") / "tiny-bge-bert"
+    tokenizer = _train_tokenizer("bert")
+    BertModel(_tiny_config(BertConfig, tokenizer)).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr_path(tmp_path_factory) -> Path:
+    """An XLM-R saved like BAAI/bge-m3: Sentence Transformers folder, CLS pooling, Normalize, M3 heads."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("models")
+    raw = root / "raw-xlmr"
+    tokenizer = _train_tokenizer("xlmr")
+    XLMRobertaModel(
+        _tiny_config(XLMRobertaConfig, tokenizer, type_vocab_size=1), add_pooling_layer=False
+    ).save_pretrained(raw)
+    tokenizer.save_pretrained(raw)
+
+    folder = root / "tiny-bge-m3"
+    transformer = Transformer(str(raw), max_seq_length=128)
+    model = SentenceTransformer(modules=[transformer, Pooling(32, "cls"), Normalize()])
+    model.save(str(folder))
+    torch.save(torch.nn.Linear(32, 1).state_dict(), folder / "sparse_linear.pt")
+    torch.save(torch.nn.Linear(32, 32).state_dict(), folder / "colbert_linear.pt")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def _tiny_bge_model(tiny_bert_path):
+    from st_bge.config import ModelArguments
+    from st_bge.modeling import load_model
+
+    return load_model(ModelArguments(model_name_or_path=str(tiny_bert_path)))
+
+
+@pytest.fixture
+def tiny_bge_model(_tiny_bge_model):
+    """A fresh copy per test of the tiny BERT loaded the BGE way."""
+    return copy.deepcopy(_tiny_bge_model)
+
+
+@pytest.fixture(scope="session")
+def beir_folder(tmp_path_factory) -> Path:
+    """A 12-query BEIR folder (train: 8 queries, test: 4), all judged documents in the corpus."""
+    return _write_beir(tmp_path_factory.mktemp("data") / "tiny-beir")

@@ -1,0 +1,182 @@
+"""The whole path on tiny local models: recipe -> data -> train -> ranx eval -> card -> saved folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from conftest import REPO, TOPICS
+from sentence_transformers import SentenceTransformer
+
+from st_bge.cli import main
+from st_bge.config import parse_recipe
+from st_bge.training import train
+
+QUERIES = [query for query, _ in TOPICS.values()]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_bert_path, beir_folder, tmp_path_factory):
+    """One LoRA + cached GIST run with a held-out split, evaluated every step, best checkpoint by nDCG@10."""
+    output_dir = tmp_path_factory.mktemp("runs") / "lora"
+    recipe = parse_recipe(
+        [
+            "--config",
+            str(REPO / "recipes" / "quickstart.yaml"),
+            "--model_name_or_path",
+            str(tiny_bert_path),
+            "--dataset_name_or_path",
+            str(beir_folder),
+            "--max_seq_length",
+            "64",
+            "--mini_batch_size",
+            "4",
+            "--per_device_train_batch_size",
+            "4",
+            "--num_train_epochs",
+            "1",
+            "--max_steps",
+            "2",
+            "--eval_strategy",
+            "steps",
+            "--eval_steps",
+            "1",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "1",
+            "--lora_target_modules",
+            "query",
+            "value",
+            "--output_dir",
+            str(output_dir),
+        ]
+    )
+    return train(recipe)
+
+
+def test_results_are_written_as_json_and_markdown(lora_run):
+    results = json.loads((lora_run.output_dir / "eval_results.json").read_text())
+    assert results["metrics"] == ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100"]
+    assert results["eval_set"]["queries"] == 2 and results["eval_set"]["corpus"] == 12
+    for metric in results["metrics"]:
+        assert 0.0 <= results["base"][metric] <= 1.0
+        assert results["delta"][metric] == pytest.approx(results["fine_tuned"][metric] - results["base"][metric])
+    table = (lora_run.output_dir / "eval_results.md").read_text()
+    assert "| Metric | Base | Fine-tuned | Δ |" in table
+    assert f"| ndcg@10 | {results['base']['ndcg@10']:.4f} | {results['fine_tuned']['ndcg@10']:.4f} |" in table
+
+
+def test_best_checkpoint_is_chosen_by_the_ranx_metric(lora_run):
+    state = lora_run.trainer.state
+    assert state.best_metric is not None
+    logged = [e["eval_retrieval_ndcg@10"] for e in state.log_history if "eval_retrieval_ndcg@10" in e]
+    assert len(logged) == 2 and state.best_metric == max(logged)
+    assert lora_run.comparison.fine_tuned["ndcg@10"] == pytest.approx(state.best_metric)
+
+
+def test_folder_reloads_with_identical_embeddings(lora_run):
+    reloaded = SentenceTransformer(str(lora_run.output_dir))
+    assert reloaded.active_adapters() == ["default"]
+    expected = lora_run.model.encode_query(QUERIES, convert_to_tensor=True)
+    assert torch.allclose(reloaded.encode_query(QUERIES, convert_to_tensor=True), expected, atol=1e-6)
+
+
+def test_card_has_recipe_results_and_usage_but_no_training_text(lora_run):
+    card = (lora_run.output_dir / "README.md").read_text()
+    front_matter = yaml.safe_load(card.split("---")[1])
+    assert front_matter["library_name"] == "sentence-transformers"
+    assert "widget" not in front_matter
+    assert lora_run.comparison.to_markdown() in card
+    assert "`loss`: `cached_gist`" in card and "`temperature`: `0.05`" in card and "`lora_r`: `16`" in card
+    assert "model.encode_query(queries)" in card
+    for query, code in TOPICS.values():
+        assert query not in card and code not in card
+
+
+def test_output_dir_with_files_is_not_overwritten(lora_run, tiny_bert_path, beir_folder, capsys):
+    before = sorted(p.name for p in lora_run.output_dir.iterdir())
+    code = main(
+        [
+            "train",
+            str(REPO / "recipes" / "quickstart.yaml"),
+            "--model_name_or_path",
+            str(tiny_bert_path),
+            "--dataset_name_or_path",
+            str(beir_folder),
+            "--output_dir",
+            str(lora_run.output_dir),
+        ]
+    )
+    assert code == 2
+    assert capsys.readouterr().err == (
+        f"st-bge: error: output_dir '{lora_run.output_dir}' already has files; choose another output_dir or pass "
+        "--overwrite_output_dir true to write over them\n"
+    )
+    assert sorted(p.name for p in lora_run.output_dir.iterdir()) == before
+
+
+def test_cli_reports_bad_data_in_one_line(tmp_path, tiny_bert_path, capsys):
+    data = tmp_path / "bad.jsonl"
+    data.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "a"}\n')
+    code = main(
+        [
+            "train",
+            str(REPO / "recipes" / "quickstart.yaml"),
+            "--model_name_or_path",
+            str(tiny_bert_path),
+            "--dataset_name_or_path",
+            str(data),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ]
+    )
+    assert code == 2
+    assert capsys.readouterr().err == f"st-bge: error: {data}, line 2, field 'positive': missing column\n"
+    assert not (tmp_path / "out").exists()
+
+
+def test_accelerate_launch_bge_m3_recipe_two_steps(tiny_xlmr_path, beir_folder, tmp_path):
+    """The BGE-M3 recipe as users launch it, with a tiny local XLM-R (M3 heads included) in place of BAAI/bge-m3."""
+    output_dir = tmp_path / "m3"
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        str(REPO / "accelerate_configs" / "cpu.yaml"),
+        str(REPO / "recipes" / "train.py"),
+        "--config",
+        str(REPO / "recipes" / "bge-m3" / "lora-cached-gist.yaml"),
+        "--model_name_or_path",
+        str(tiny_xlmr_path),
+        "--dataset_name_or_path",
+        str(beir_folder),
+        "--max_steps",
+        "2",
+        "--per_device_train_batch_size",
+        "4",
+        "--mini_batch_size",
+        "2",
+        "--eval_strategy",
+        "no",
+        "--save_strategy",
+        "no",
+        "--load_best_model_at_end",
+        "false",
+        "--output_dir",
+        str(output_dir),
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=os.environ, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "| ndcg@10 |" in completed.stdout
+    assert (output_dir / "adapter_model.safetensors").is_file()
+    card = (output_dir / "README.md").read_text()
+    assert "BGE-M3 heads (sparse_linear.pt, colbert_linear.pt) were not fine-tuned" in card
+    reloaded = SentenceTransformer(str(output_dir))
+    assert reloaded[1].pooling_mode == "cls"
