@@ -20,6 +20,22 @@ from st_bge.training import train
 QUERIES = [query for query, _ in TOPICS.values()]
 
 
+def train_quickstart_cli(model, data, output_dir) -> int:
+    """`st-bge train recipes/quickstart.yaml` with another model, data and output folder."""
+    return main(
+        [
+            "train",
+            str(REPO / "recipes" / "quickstart.yaml"),
+            "--model_name_or_path",
+            str(model),
+            "--dataset_name_or_path",
+            str(data),
+            "--output_dir",
+            str(output_dir),
+        ]
+    )
+
+
 @pytest.fixture(scope="module")
 def lora_run(tiny_bert_path, beir_folder, tmp_path_factory):
     """One LoRA + cached GIST run with a held-out split, evaluated every step, best checkpoint by nDCG@10."""
@@ -101,18 +117,7 @@ def test_card_has_recipe_results_and_usage_but_no_training_text(lora_run):
 
 def test_output_dir_with_files_is_not_overwritten(lora_run, tiny_bert_path, beir_folder, capsys):
     before = sorted(p.name for p in lora_run.output_dir.iterdir())
-    code = main(
-        [
-            "train",
-            str(REPO / "recipes" / "quickstart.yaml"),
-            "--model_name_or_path",
-            str(tiny_bert_path),
-            "--dataset_name_or_path",
-            str(beir_folder),
-            "--output_dir",
-            str(lora_run.output_dir),
-        ]
-    )
+    code = train_quickstart_cli(tiny_bert_path, beir_folder, lora_run.output_dir)
     assert code == 2
     assert capsys.readouterr().err == (
         f"st-bge: error: output_dir '{lora_run.output_dir}' already has files; choose another output_dir or pass "
@@ -124,18 +129,7 @@ def test_output_dir_with_files_is_not_overwritten(lora_run, tiny_bert_path, beir
 def test_cli_reports_bad_data_in_one_line(tmp_path, tiny_bert_path, capsys):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"anchor": "a", "positive": "b"}\n{"anchor": "a"}\n')
-    code = main(
-        [
-            "train",
-            str(REPO / "recipes" / "quickstart.yaml"),
-            "--model_name_or_path",
-            str(tiny_bert_path),
-            "--dataset_name_or_path",
-            str(data),
-            "--output_dir",
-            str(tmp_path / "out"),
-        ]
-    )
+    code = train_quickstart_cli(tiny_bert_path, data, tmp_path / "out")
     assert code == 2
     assert capsys.readouterr().err == f"st-bge: error: {data}, line 2, field 'positive': missing column\n"
     assert not (tmp_path / "out").exists()
