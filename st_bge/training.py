@@ -105,7 +105,9 @@ def train(recipe: Recipe) -> TrainResult:
 
     query_prompt = model.prompts.get("query")
     if query_prompt and args.prompts is None:
-        args.prompts = {"anchor": query_prompt}  # train queries exactly as they will be encoded
+        # Train queries exactly as `encode_query` will encode them; an explicit `prompts` in the recipe wins.
+        args.prompts = {"anchor": query_prompt}
+        logger.info("Training prompts: %s", args.prompts)
 
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=data.train, loss=loss, evaluator=evaluator

@@ -142,6 +142,8 @@ def _read_hub(name: str, *, split: str, config_name: str | None, revision: str |
         dataset = datasets.load_dataset(name, config_name, split=split, revision=revision)
     except Exception as error:  # datasets raises many types; the user needs the reason, not the trace
         raise DataError(
-            name, f"could not load this Hub dataset (split '{split}'): {type(error).__name__}: {error}"
+            name,
+            f"no such local file or folder, and it could not be loaded as a Hub dataset (split '{split}'): "
+            f"{type(error).__name__}: {error}",
         ) from None
     return [Record(number, values) for number, values in enumerate(dataset, start=1)]
