@@ -167,3 +167,40 @@ def test_too_few_negatives(tmp_path):
     with pytest.raises(DataError) as error:
         load(path, num_negatives=2)
     assert str(error.value) == f"{path}, line 2, field 'neg': has 1 negatives, fewer than num_negatives=2"
+
+
+def test_hub_dataset_id_goes_through_datasets(monkeypatch):
+    """No Hub here: stand in for `datasets.load_dataset` and check what st-bge asks for and how it converts."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, config_name, *, split, revision):
+        calls.append((name, config_name, split, revision))
+        return datasets.Dataset.from_list([{"q": "how to sort", "d": "sorted(xs)"}])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    data = load(
+        "someone/pairs",
+        dataset_config_name="en",
+        dataset_split="train[:10]",
+        dataset_revision="abc123",
+        column_mapping={"anchor": "q", "positive": "d"},
+    )
+    assert calls == [("someone/pairs", "en", "train[:10]", "abc123")]
+    assert data.train[0] == {"anchor": "how to sort", "positive": "sorted(xs)"}
+
+
+def test_hub_failure_is_one_message(monkeypatch):
+    import datasets
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'someone/pairs' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(DataError) as error:
+        load("someone/pairs")
+    assert str(error.value) == (
+        "someone/pairs: no such local file or folder, and it could not be loaded as a Hub dataset (split 'train'): "
+        "ConnectionError: Couldn't reach 'someone/pairs' on the Hub (OfflineModeIsEnabled)"
+    )

@@ -174,3 +174,38 @@ def test_accelerate_launch_bge_m3_recipe_two_steps(tiny_xlmr_path, beir_folder, 
     assert "BGE-M3 heads (sparse_linear.pt, colbert_linear.pt) were not fine-tuned" in card
     reloaded = SentenceTransformer(str(output_dir))
     assert reloaded[1].pooling_mode == "cls"
+
+
+def test_full_fine_tune_saves_a_model_that_reloads_identically(tiny_bert_path, beir_folder, tmp_path):
+    recipe = parse_recipe(
+        [
+            "--config",
+            str(REPO / "recipes" / "bge-m3" / "full-mnrl.yaml"),
+            "--model_name_or_path",
+            str(tiny_bert_path),
+            "--dataset_name_or_path",
+            str(beir_folder),
+            "--eval_split_size",
+            "0",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            "--max_steps",
+            "2",
+            "--per_device_train_batch_size",
+            "4",
+            "--output_dir",
+            str(tmp_path / "full"),
+        ]
+    )
+    result = train(recipe)
+    assert result.comparison is None
+    assert (result.output_dir / "model.safetensors").is_file()
+    assert not (result.output_dir / "adapter_config.json").exists()
+    reloaded = SentenceTransformer(str(result.output_dir))
+    assert reloaded[1].pooling_mode == "cls"
+    expected = result.model.encode(QUERIES, convert_to_tensor=True)
+    assert torch.allclose(reloaded.encode(QUERIES, convert_to_tensor=True), expected, atol=1e-6)
