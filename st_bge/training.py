@@ -117,16 +117,10 @@ def train(recipe: Recipe) -> TrainResult:
     comparison = None
     if evaluator is not None and trainer.is_world_process_zero():
         comparison = RetrievalComparison(
-            eval_set={
-                "name": data.eval.name,
-                "queries": len(data.eval.queries),
-                "corpus": len(data.eval.corpus),
-                "judgements": sum(len(docs) for docs in data.eval.qrels.values()),
-                "top_k": evaluator.top_k,
-            },
+            eval_set={**data.eval.summary(), "top_k": evaluator.top_k},
             metrics=evaluator.metrics,
             base=base_metrics,
-            fine_tuned=evaluator.compute_metrics(model),
+            fine_tuned=evaluator.compute_metrics(trainer.model),  # the best checkpoint, if one was selected
         )
         card_data.comparison = comparison
     trainer.save_model(args.output_dir)

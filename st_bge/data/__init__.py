@@ -36,12 +36,7 @@ class TrainingData:
             "columns": self.train.column_names,
         }
         if self.eval is not None:
-            summary.update(
-                eval_set=self.eval.name,
-                eval_queries=len(self.eval.queries),
-                eval_corpus=len(self.eval.corpus),
-                eval_judgements=sum(len(docs) for docs in self.eval.qrels.values()),
-            )
+            summary.update({f"eval_{key}": value for key, value in self.eval.summary().items()})
         return summary
 
 

@@ -29,6 +29,15 @@ class RetrievalSet:
     qrels: dict[str, dict[str, int]]
     name: str = "retrieval"
 
+    def summary(self) -> dict[str, object]:
+        """Name and sizes (no text), for logs, results files and public cards."""
+        return {
+            "name": self.name,
+            "queries": len(self.queries),
+            "corpus": len(self.corpus),
+            "judgements": sum(len(docs) for docs in self.qrels.values()),
+        }
+
     def relevant_pairs(self) -> Iterable[tuple[str, str]]:
         """(query text, document text) for every judgement with a positive grade, in a stable order."""
         for query_id in sorted(self.qrels):
