@@ -61,12 +61,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
             super().set_widget_examples(dataset)
 
     def to_dict(self) -> dict[str, Any]:
-        card = super().to_dict()
-        if not self.include_examples:
-            for datasets in (card["train_datasets"], card["eval_datasets"]):
-                for dataset in datasets:
-                    dataset.pop("examples", None)
-                    dataset.pop("examples_table", None)
+        card = super().to_dict()  # the template shows its dataset examples only if include_examples
         card["results_table"] = self.comparison.to_markdown() if self.comparison else None
         card["comparison"] = self.comparison
         card["query_prompt"] = self.model.prompts.get("query") if self.model is not None else None

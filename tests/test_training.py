@@ -209,3 +209,35 @@ def test_full_fine_tune_saves_a_model_that_reloads_identically(tiny_bert_path, b
     assert reloaded[1].pooling_mode == "cls"
     expected = result.model.encode(QUERIES, convert_to_tensor=True)
     assert torch.allclose(reloaded.encode(QUERIES, convert_to_tensor=True), expected, atol=1e-6)
+
+
+def test_training_text_enters_the_card_only_when_asked(tiny_bert_path, beir_folder, tmp_path):
+    recipe = parse_recipe(
+        [
+            "--config",
+            str(REPO / "recipes" / "quickstart.yaml"),
+            "--model_name_or_path",
+            str(tiny_bert_path),
+            "--dataset_name_or_path",
+            str(beir_folder),
+            "--card_include_examples",
+            "true",
+            "--eval_strategy",
+            "no",
+            "--save_strategy",
+            "no",
+            "--load_best_model_at_end",
+            "false",
+            "--eval_base_model",
+            "false",
+            "--max_steps",
+            "1",
+            "--per_device_train_batch_size",
+            "4",
+            "--output_dir",
+            str(tmp_path / "with-examples"),
+        ]
+    )
+    card = (train(recipe).output_dir / "README.md").read_text()
+    assert "widget" in yaml.safe_load(card.split("---")[1])
+    assert any(query in card for query in QUERIES)
