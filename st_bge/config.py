@@ -283,7 +283,11 @@ class RecipeParser(HfArgumentParser):
             raise ConfigError(f"{path}: not valid YAML: {error}") from None
         if not isinstance(config, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of keys to values, got {type(config).__name__}")
-        actions = {action.dest: action for action in self._actions}
+        # The first action of a dest is the one with its type and choices; a True-default bool also has a
+        # `--no_<field>` action after it.
+        actions: dict[str, Any] = {}
+        for action in self._actions:
+            actions.setdefault(action.dest, action)
         for key, value in config.items():
             where = f"{path}, line {lines.get(key, '?')}"
             action = actions.get(key)
@@ -296,8 +300,9 @@ class RecipeParser(HfArgumentParser):
                     raise ConfigError(f"{where}: key '{key}': invalid value {value!r} ({error})") from None
             if action.choices is not None and value not in action.choices:
                 raise ConfigError(f"{where}: key '{key}': {value!r} is not one of {list(action.choices)}")
-            action.default = value
             action.required = False
+        # set_defaults reaches every action of a dest (e.g. `--no_<field>` too), so a YAML `false` sticks.
+        self.set_defaults(**config)
 
     def _suggest(self, key: str) -> str:
         known = [action.dest for action in self._actions if action.dest != "help"]

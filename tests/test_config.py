@@ -97,3 +97,14 @@ def test_recipe_dict_never_holds_the_hub_token(recipe_file):
     recipe = parse_recipe(["--config", str(recipe_file), "--hub_token", "hf_secret"])
     assert recipe.training.hub_token == "hf_secret"
     assert "hf_secret" not in repr(recipe.to_dict())
+
+
+def test_yaml_false_overrides_a_true_default(tmp_path):
+    path = tmp_path / "bools.yaml"
+    path.write_text(
+        "model_name_or_path: m\ndataset_name_or_path: d\ngist_contrast_anchors: false\ndataloader_pin_memory: false\n"
+    )
+    recipe = parse_recipe(["--config", str(path)])
+    assert recipe.loss.gist_contrast_anchors is False
+    assert recipe.training.dataloader_pin_memory is False
+    assert parse_recipe(["--config", str(path), "--gist_contrast_anchors", "true"]).loss.gist_contrast_anchors is True
