@@ -26,8 +26,11 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# Extra recipe flags, e.g. make quickstart ARGS="--overwrite_output_dir true" to run it again into outputs/quickstart
+ARGS ?=
+
 quickstart: install
-	$(BIN)/st-bge train recipes/quickstart.yaml
+	$(BIN)/st-bge train recipes/quickstart.yaml $(ARGS)
 
 test: install
 	$(BIN)/python -m pytest -m "not slow"
