@@ -204,3 +204,19 @@ def test_hub_failure_is_one_message(monkeypatch):
         "someone/pairs: no such local file or folder, and it could not be loaded as a Hub dataset (split 'train'): "
         "ConnectionError: Couldn't reach 'someone/pairs' on the Hub (OfflineModeIsEnabled)"
     )
+
+
+def test_beir_corpus_with_an_empty_or_non_text_document(beir_folder, tmp_path):
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "queries.jsonl").write_text((beir_folder / "queries.jsonl").read_text())
+    (folder / "qrels" / "test.tsv").write_text((beir_folder / "qrels" / "test.tsv").read_text())
+    corpus = (beir_folder / "corpus.jsonl").read_text().splitlines()
+    for bad, message in (
+        ({"_id": "c-x", "title": " ", "text": ""}, "empty text"),
+        ({"_id": "c-x", "text": 7}, "expected text, got int"),
+    ):
+        (folder / "corpus.jsonl").write_text("\n".join([*corpus[:3], json.dumps(bad), *corpus[3:]]) + "\n")
+        with pytest.raises(DataError) as error:
+            load_beir(folder, "test")
+        assert str(error.value) == f"{folder / 'corpus.jsonl'}, line 4, field 'text': {message}"

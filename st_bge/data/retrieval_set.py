@@ -139,7 +139,11 @@ def _read_texts(records: Records, *, with_title: bool) -> dict[str, str]:
                 raise DataError(records.source, "missing field", line=record.line, field=key)
         item_id, text = str(values["_id"]), values["text"]
         title = str(values.get("title") or "") if with_title else ""
-        if not isinstance(text, str) or not (text.strip() or title.strip()):
+        if not isinstance(text, str):
+            raise DataError(
+                records.source, f"expected text, got {type(text).__name__}", line=record.line, field="text"
+            )
+        if not (text.strip() or title.strip()):
             raise DataError(records.source, "empty text", line=record.line, field="text")
         if item_id in texts:
             raise DataError(records.source, f"duplicate id '{item_id}'", line=record.line, field="_id")
