@@ -23,6 +23,19 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 
 REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "recipes"
+# Flags that turn a recipe's in-training evaluation and checkpointing off, for runs of a step or two.
+NO_EVAL_DURING_TRAINING = {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
+
+
+def flags(**fields) -> list[str]:
+    """Recipe fields as command-line flags: `flags(max_steps=2, lora_target_modules=["query"])`."""
+    argv = []
+    for name, value in fields.items():
+        values = value if isinstance(value, list) else [value]
+        argv += [f"--{name}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+    return argv
+
 
 TOPICS = {
     "sort": ("How do I sort a list of numbers?", "def sort_numbers(xs):\n    return sorted(xs)"),

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import flags
 from sentence_transformers.sentence_transformer.losses import (
     CachedGISTEmbedLoss,
     CachedMultipleNegativesRankingLoss,
@@ -41,28 +42,18 @@ def test_gather_across_devices_follows_the_process_count(tiny_bge_model):
 @pytest.mark.parametrize("loss_name", list(LOSS_CLASSES))
 def test_each_loss_trains_two_steps(loss_name, tiny_bert_path, beir_folder, tmp_path):
     recipe = parse_recipe(
-        [
-            "--model_name_or_path",
-            str(tiny_bert_path),
-            "--dataset_name_or_path",
-            str(beir_folder),
-            "--dataset_split",
-            "train",
-            "--loss",
-            loss_name,
-            "--mini_batch_size",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--max_steps",
-            "2",
-            "--learning_rate",
-            "1e-3",
-            "--logging_steps",
-            "1",
-            "--output_dir",
-            str(tmp_path / "out"),
-        ]
+        flags(
+            model_name_or_path=tiny_bert_path,
+            dataset_name_or_path=beir_folder,
+            dataset_split="train",
+            loss=loss_name,
+            mini_batch_size=2,
+            per_device_train_batch_size=4,
+            max_steps=2,
+            learning_rate=1e-3,
+            logging_steps=1,
+            output_dir=tmp_path / "out",
+        )
     )
     result = train(recipe)
     losses = [entry["loss"] for entry in result.trainer.state.log_history if "loss" in entry]

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import REPO, TOPICS
+from conftest import NO_EVAL_DURING_TRAINING, RECIPES, REPO, TOPICS, flags
 from sentence_transformers import SentenceTransformer
 
 from st_bge.cli import main
@@ -25,13 +25,8 @@ def train_quickstart_cli(model, data, output_dir) -> int:
     return main(
         [
             "train",
-            str(REPO / "recipes" / "quickstart.yaml"),
-            "--model_name_or_path",
-            str(model),
-            "--dataset_name_or_path",
-            str(data),
-            "--output_dir",
-            str(output_dir),
+            str(RECIPES / "quickstart.yaml"),
+            *flags(model_name_or_path=model, dataset_name_or_path=data, output_dir=output_dir),
         ]
     )
 
@@ -40,39 +35,22 @@ def train_quickstart_cli(model, data, output_dir) -> int:
 def lora_run(tiny_bert_path, beir_folder, tmp_path_factory):
     """One LoRA + cached GIST run with a held-out split, evaluated every step, best checkpoint by nDCG@10."""
     output_dir = tmp_path_factory.mktemp("runs") / "lora"
-    recipe = parse_recipe(
-        [
-            "--config",
-            str(REPO / "recipes" / "quickstart.yaml"),
-            "--model_name_or_path",
-            str(tiny_bert_path),
-            "--dataset_name_or_path",
-            str(beir_folder),
-            "--max_seq_length",
-            "64",
-            "--mini_batch_size",
-            "4",
-            "--per_device_train_batch_size",
-            "4",
-            "--num_train_epochs",
-            "1",
-            "--max_steps",
-            "2",
-            "--eval_strategy",
-            "steps",
-            "--eval_steps",
-            "1",
-            "--save_strategy",
-            "steps",
-            "--save_steps",
-            "1",
-            "--lora_target_modules",
-            "query",
-            "value",
-            "--output_dir",
-            str(output_dir),
-        ]
+    argv = flags(
+        model_name_or_path=tiny_bert_path,
+        dataset_name_or_path=beir_folder,
+        max_seq_length=64,
+        mini_batch_size=4,
+        per_device_train_batch_size=4,
+        num_train_epochs=1,
+        max_steps=2,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        lora_target_modules=["query", "value"],
+        output_dir=output_dir,
     )
+    recipe = parse_recipe(["--config", str(RECIPES / "quickstart.yaml"), *argv])
     return train(recipe)
 
 
@@ -144,27 +122,18 @@ def test_accelerate_launch_bge_m3_recipe_two_steps(tiny_xlmr_path, beir_folder, 
         "accelerate.commands.launch",
         "--config_file",
         str(REPO / "accelerate_configs" / "cpu.yaml"),
-        str(REPO / "recipes" / "train.py"),
+        str(RECIPES / "train.py"),
         "--config",
-        str(REPO / "recipes" / "bge-m3" / "lora-cached-gist.yaml"),
-        "--model_name_or_path",
-        str(tiny_xlmr_path),
-        "--dataset_name_or_path",
-        str(beir_folder),
-        "--max_steps",
-        "2",
-        "--per_device_train_batch_size",
-        "4",
-        "--mini_batch_size",
-        "2",
-        "--eval_strategy",
-        "no",
-        "--save_strategy",
-        "no",
-        "--load_best_model_at_end",
-        "false",
-        "--output_dir",
-        str(output_dir),
+        str(RECIPES / "bge-m3" / "lora-cached-gist.yaml"),
+        *flags(
+            model_name_or_path=tiny_xlmr_path,
+            dataset_name_or_path=beir_folder,
+            max_steps=2,
+            per_device_train_batch_size=4,
+            mini_batch_size=2,
+            output_dir=output_dir,
+            **NO_EVAL_DURING_TRAINING,
+        ),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=os.environ, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -177,30 +146,16 @@ def test_accelerate_launch_bge_m3_recipe_two_steps(tiny_xlmr_path, beir_folder, 
 
 
 def test_full_fine_tune_saves_a_model_that_reloads_identically(tiny_bert_path, beir_folder, tmp_path):
-    recipe = parse_recipe(
-        [
-            "--config",
-            str(REPO / "recipes" / "bge-m3" / "full-mnrl.yaml"),
-            "--model_name_or_path",
-            str(tiny_bert_path),
-            "--dataset_name_or_path",
-            str(beir_folder),
-            "--eval_split_size",
-            "0",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
-            "--max_steps",
-            "2",
-            "--per_device_train_batch_size",
-            "4",
-            "--output_dir",
-            str(tmp_path / "full"),
-        ]
+    argv = flags(
+        model_name_or_path=tiny_bert_path,
+        dataset_name_or_path=beir_folder,
+        eval_split_size=0,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        output_dir=tmp_path / "full",
+        **NO_EVAL_DURING_TRAINING,
     )
+    recipe = parse_recipe(["--config", str(RECIPES / "bge-m3" / "full-mnrl.yaml"), *argv])
     result = train(recipe)
     assert result.comparison is None
     assert (result.output_dir / "model.safetensors").is_file()
@@ -212,32 +167,17 @@ def test_full_fine_tune_saves_a_model_that_reloads_identically(tiny_bert_path, b
 
 
 def test_training_text_enters_the_card_only_when_asked(tiny_bert_path, beir_folder, tmp_path):
-    recipe = parse_recipe(
-        [
-            "--config",
-            str(REPO / "recipes" / "quickstart.yaml"),
-            "--model_name_or_path",
-            str(tiny_bert_path),
-            "--dataset_name_or_path",
-            str(beir_folder),
-            "--card_include_examples",
-            "true",
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
-            "--eval_base_model",
-            "false",
-            "--max_steps",
-            "1",
-            "--per_device_train_batch_size",
-            "4",
-            "--output_dir",
-            str(tmp_path / "with-examples"),
-        ]
+    argv = flags(
+        model_name_or_path=tiny_bert_path,
+        dataset_name_or_path=beir_folder,
+        card_include_examples=True,
+        eval_base_model=False,
+        max_steps=1,
+        per_device_train_batch_size=4,
+        output_dir=tmp_path / "with-examples",
+        **NO_EVAL_DURING_TRAINING,
     )
+    recipe = parse_recipe(["--config", str(RECIPES / "quickstart.yaml"), *argv])
     card = (train(recipe).output_dir / "README.md").read_text()
     assert "widget" in yaml.safe_load(card.split("---")[1])
     assert any(query in card for query in QUERIES)
