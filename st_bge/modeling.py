@@ -85,7 +85,7 @@ def load_model(args: ModelArguments) -> SentenceTransformer:
         model = SentenceTransformer(
             path, revision=args.model_revision, trust_remote_code=args.trust_remote_code, device=None
         )
-    except OSError as error:
+    except (OSError, ValueError) as error:  # missing files / not a model folder (transformers raises both)
         raise ConfigError(f"model_name_or_path '{args.model_name_or_path}': cannot load the model ({error})") from None
 
     pooling = args.pooling

@@ -6,6 +6,7 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
 from st_bge.config import ModelArguments
+from st_bge.errors import ConfigError
 from st_bge.modeling import add_lora, default_query_prompt, is_bge, load_model, resolve_model_path
 
 SENTENCES = ["How do I sort a list of numbers?", "def reverse(s):\n    return s[::-1]", "Count the vowels"]
@@ -83,3 +84,11 @@ def test_lora_save_reload_gives_identical_embeddings_twice(tiny_bge_model, tmp_p
         assert model.active_adapters() == ["default"]
         assert pooling_of(model).pooling_mode == "cls"
         assert torch.allclose(model.encode(SENTENCES, convert_to_tensor=True), expected, atol=1e-6), f"cycle {cycle}"
+
+
+def test_a_folder_that_is_not_a_model_is_one_message(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_model(ModelArguments(model_name_or_path=str(tmp_path)))
+    assert str(error.value).startswith(
+        f"model_name_or_path '{tmp_path}': cannot load the model (Unrecognized model in"
+    )
