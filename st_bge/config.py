@@ -165,6 +165,9 @@ class EvaluationArguments:
         default="ndcg@10", metadata={"help": "The metric that picks the best checkpoint; one of eval_metrics."}
     )
     eval_top_k: int = field(default=100, metadata={"help": "Documents retrieved per query."})
+    eval_max_p: float = field(
+        default=0.05, metadata={"help": "Significance threshold of the paired tests against the baseline model."}
+    )
     eval_base_model: bool = field(
         default=True, metadata={"help": "Evaluate the base model before training, for the base vs fine-tuned table."}
     )

@@ -16,7 +16,7 @@ from huggingface_hub import constants
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
-from st_bge.evaluation.report import RetrievalComparison
+from st_bge.evaluation.comparison import ModelComparison
 
 TEMPLATE_NAME = "st_bge_model_card.md"
 
@@ -34,7 +34,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
     Args:
         recipe: The recipe's sections as plain values (`Recipe.to_dict()`).
         data_summary: Sizes and columns of the training and evaluation data (no text).
-        comparison: Base vs fine-tuned ranx results.
+        comparison: Base vs fine-tuned ranx results, with significance.
         adapter: Whether the folder holds a LoRA adapter rather than full weights.
         notes: Extra lines for the "Limitations" section (e.g. BGE-M3 heads that were not trained).
         include_examples: Put training-text examples and widget examples in the card.
@@ -42,7 +42,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
 
     recipe: dict[str, Any] = field(default_factory=dict)
     data_summary: dict[str, Any] = field(default_factory=dict)
-    comparison: RetrievalComparison | None = None
+    comparison: ModelComparison | None = None
     adapter: bool = False
     notes: list[str] = field(default_factory=list)
     include_examples: bool = False

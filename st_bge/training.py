@@ -17,13 +17,16 @@ from transformers import set_seed
 from st_bge.config import ModelArguments, Recipe
 from st_bge.data import TrainingData, load_training_data
 from st_bge.errors import ConfigError
-from st_bge.evaluation import RanxRetrievalEvaluator, RetrievalComparison
+from st_bge.evaluation import ModelComparison, RanxRetrievalEvaluator, compare_runs
 from st_bge.evaluation.evaluator import EVALUATOR_NAME
 from st_bge.losses import build_loss, needs_guide
 from st_bge.model_card import StBgeModelCardData, attach_card_data
 from st_bge.modeling import add_lora, frozen_copy, load_model, untrained_heads_note
 
 logger = logging.getLogger(__name__)
+
+# Model names in the base vs fine-tuned comparison.
+BASE, FINE_TUNED = "base", "fine-tuned"
 
 
 @dataclass
@@ -32,7 +35,7 @@ class TrainResult:
 
     trainer: SentenceTransformerTrainer
     output_dir: Path
-    comparison: RetrievalComparison | None
+    comparison: ModelComparison | None
 
     @property
     def model(self) -> SentenceTransformer:
@@ -93,10 +96,10 @@ def train(recipe: Recipe) -> TrainResult:
     attach_card_data(model, card_data, base_model=recipe.model.model_name_or_path)
 
     evaluator = build_evaluator(recipe, data)
-    base_metrics = None
+    runs = {}
     if evaluator is not None and recipe.evaluation.eval_base_model and args.process_index == 0:
         logger.info("Evaluating the base model on %s", data.eval.name)
-        base_metrics = evaluator.compute_metrics(model)
+        runs[BASE] = evaluator.run(model)
 
     guide = _load_guide(recipe, model) if needs_guide(recipe.loss) else None
     if recipe.model.use_lora:
@@ -116,11 +119,13 @@ def train(recipe: Recipe) -> TrainResult:
 
     comparison = None
     if evaluator is not None and trainer.is_world_process_zero():
-        comparison = RetrievalComparison(
+        runs[FINE_TUNED] = evaluator.run(trainer.model)  # the best checkpoint, if one was selected
+        comparison = compare_runs(
+            evaluator.qrels,
+            runs,
+            evaluator.metrics,
             eval_set={**data.eval.summary(), "top_k": evaluator.top_k},
-            metrics=evaluator.metrics,
-            base=base_metrics,
-            fine_tuned=evaluator.compute_metrics(trainer.model),  # the best checkpoint, if one was selected
+            max_p=recipe.evaluation.eval_max_p,
         )
         card_data.comparison = comparison
     trainer.save_model(args.output_dir)

@@ -18,4 +18,4 @@ def test_quickstart_improves_ndcg_on_held_out_mbpp(tmp_path, monkeypatch):
     result = train(recipe)
     results = json.loads((result.output_dir / "eval_results.json").read_text())
     assert results["eval_set"]["queries"] == 85 and results["eval_set"]["corpus"] == 427
-    assert results["fine_tuned"]["ndcg@10"] > results["base"]["ndcg@10"]
+    assert results["scores"]["fine-tuned"]["ndcg@10"] > results["scores"]["base"]["ndcg@10"]

@@ -54,16 +54,22 @@ def lora_run(tiny_bert_path, beir_folder, tmp_path_factory):
     return train(recipe)
 
 
-def test_results_are_written_as_json_and_markdown(lora_run):
+def test_results_are_written_as_json_markdown_and_latex(lora_run):
     results = json.loads((lora_run.output_dir / "eval_results.json").read_text())
     assert results["metrics"] == ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100"]
+    assert results["models"] == ["base", "fine-tuned"]
     assert results["eval_set"]["queries"] == 2 and results["eval_set"]["corpus"] == 12
+    scores = results["scores"]
     for metric in results["metrics"]:
-        assert 0.0 <= results["base"][metric] <= 1.0
-        assert results["delta"][metric] == pytest.approx(results["fine_tuned"][metric] - results["base"][metric])
+        assert 0.0 <= scores["base"][metric] <= 1.0
+        delta = results["delta"]["fine-tuned"][metric]
+        assert delta == pytest.approx(scores["fine-tuned"][metric] - scores["base"][metric])
+        for test in ("student", "fisher"):
+            assert 0.0 <= results["p_values"]["fine-tuned"][test][metric] <= 1.0
     table = (lora_run.output_dir / "eval_results.md").read_text()
-    assert "| Metric | Base | Fine-tuned | Δ |" in table
-    assert f"| ndcg@10 | {results['base']['ndcg@10']:.4f} | {results['fine_tuned']['ndcg@10']:.4f} |" in table
+    assert "| Metric | base | fine-tuned | Δ | Δ % | p (paired t-test) | p (Fisher's randomisation test) |" in table
+    assert f"| ndcg@10 | {scores['base']['ndcg@10']:.4f} | {scores['fine-tuned']['ndcg@10']:.4f}" in table
+    assert "\\begin{tabular}" in (lora_run.output_dir / "eval_results.tex").read_text()
 
 
 def test_best_checkpoint_is_chosen_by_the_ranx_metric(lora_run):
@@ -71,7 +77,7 @@ def test_best_checkpoint_is_chosen_by_the_ranx_metric(lora_run):
     assert state.best_metric is not None
     logged = [e["eval_retrieval_ndcg@10"] for e in state.log_history if "eval_retrieval_ndcg@10" in e]
     assert len(logged) == 2 and state.best_metric == max(logged)
-    assert lora_run.comparison.fine_tuned["ndcg@10"] == pytest.approx(state.best_metric)
+    assert lora_run.comparison.scores["fine-tuned"]["ndcg@10"] == pytest.approx(state.best_metric)
 
 
 def test_folder_reloads_with_identical_embeddings(lora_run):

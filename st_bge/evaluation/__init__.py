@@ -1,8 +1,16 @@
 """Evaluation stage: dense retrieval -> ranx Run -> ranx metrics -> base vs fine-tuned report."""
 
+from st_bge.evaluation.comparison import ModelComparison, compare_runs
 from st_bge.evaluation.evaluator import RanxRetrievalEvaluator
 from st_bge.evaluation.metrics import evaluate_run, to_qrels, to_run
-from st_bge.evaluation.report import RetrievalComparison
 from st_bge.evaluation.retrieval import retrieve
 
-__all__ = ["RanxRetrievalEvaluator", "RetrievalComparison", "evaluate_run", "retrieve", "to_qrels", "to_run"]
+__all__ = [
+    "ModelComparison",
+    "RanxRetrievalEvaluator",
+    "compare_runs",
+    "evaluate_run",
+    "retrieve",
+    "to_qrels",
+    "to_run",
+]

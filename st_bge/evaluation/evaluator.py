@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
+from ranx import Run
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import BaseEvaluator
 
@@ -53,10 +54,13 @@ class RanxRetrievalEvaluator(BaseEvaluator):
         self.name = name
         self.qrels = to_qrels(retrieval_set.qrels, name=retrieval_set.name)
 
+    def run(self, model: SentenceTransformer, name: str | None = None) -> Run:
+        """The ranx run of `model` on the retrieval set."""
+        return retrieve(model, self.retrieval_set, top_k=self.top_k, batch_size=self.batch_size, name=name)
+
     def compute_metrics(self, model: SentenceTransformer) -> dict[str, float]:
         """Unprefixed ranx metrics of `model` on the retrieval set."""
-        run = retrieve(model, self.retrieval_set, top_k=self.top_k, batch_size=self.batch_size)
-        return evaluate_run(self.qrels, run, self.metrics)
+        return evaluate_run(self.qrels, self.run(model), self.metrics)
 
     def __call__(
         self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1

@@ -1,13 +1,14 @@
 """ranx, wrapped once: string ids, no mutation of the caller's Run, always a dict of floats.
 
 ranx's `evaluate` returns a bare float for a single metric, requires `str` ids, and stores its results inside
-the Run it was given; every caller in st-bge goes through `evaluate_run` instead.
+the Run it was given; every caller in st-bge goes through this module instead.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from numba.core.errors import NumbaTypeSafetyWarning
 from ranx import Qrels, Run
@@ -24,15 +25,29 @@ def to_run(scores: Mapping[str, Mapping[str, float]], name: str | None = None) -
     return Run({str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in scores.items()}, name=name)
 
 
+@contextmanager
+def quiet_numba() -> Iterator[None]:
+    """ranx's compiled metrics cast array sizes uint64 -> int64; harmless, but numba warns on every call."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
+        yield
+
+
 def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str]) -> dict[str, float]:
     """Mean of each metric over the qrels' queries; a query the run misses scores 0 (ranx `make_comparable`).
 
     ranx's nDCG uses linear gains (Järvelin & Kekäläinen): grade 2 counts twice grade 1.
     """
-    with warnings.catch_warnings():
-        # ranx's compiled metrics cast array sizes uint64 -> int64; harmless, but numba warns on every call.
-        warnings.simplefilter("ignore", NumbaTypeSafetyWarning)
+    with quiet_numba():
         result = ranx_evaluate(qrels, run, list(metrics), save_results_in_run=False, make_comparable=True)
     if not isinstance(result, dict):
         result = {metrics[0]: result}
     return {metric: float(result[metric]) for metric in metrics}
+
+
+def per_query_scores(qrels: Qrels, run: Run, metric: str) -> dict[str, float]:
+    """`{query_id: score}` of one metric for every query of the qrels (0 where the run has none)."""
+    run = Run(run.to_dict(), name=run.name)  # a copy: ranx stores the scores in the run it is given
+    with quiet_numba():
+        ranx_evaluate(qrels, run, metric, save_results_in_run=True, make_comparable=True)
+    return {query_id: float(run.scores[metric].get(query_id, 0.0)) for query_id in qrels.keys()}  # noqa: SIM118 (not a dict)

@@ -1,0 +1,72 @@
+"""Comparisons against hand-computed means, deltas and p-values."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+
+import pytest
+from scipy import stats
+
+from st_bge.evaluation.comparison import compare_runs
+from st_bge.evaluation.metrics import per_query_scores, to_qrels, to_run
+
+# Per-query MRR@10: base [1/2, 1/3, 1, 1/5], fine-tuned [1, 1, 1/4, 1]. The differences have distinct sizes
+# and no two sign patterns give the same total, so the randomisation test has no ties at its threshold.
+QRELS = to_qrels({"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}, "q4": {"d4": 1}})
+BASE = to_run(
+    {
+        "q1": {"x": 5, "d1": 4},
+        "q2": {"x": 5, "y": 4, "d2": 3},
+        "q3": {"d3": 5},
+        "q4": {"a": 5, "b": 4, "c": 3, "e": 2, "d4": 1},
+    }
+)
+FINE_TUNED = to_run({"q1": {"d1": 5}, "q2": {"d2": 5}, "q3": {"a": 5, "b": 4, "c": 3, "d3": 2}, "q4": {"d4": 5}})
+BASE_MRR = [1 / 2, 1 / 3, 1, 1 / 5]
+TUNED_MRR = [1, 1, 1 / 4, 1]
+
+
+def test_per_query_scores():
+    assert per_query_scores(QRELS, BASE, "mrr@10") == pytest.approx(
+        dict(zip(["q1", "q2", "q3", "q4"], BASE_MRR, strict=True))
+    )
+
+
+def test_means_deltas_and_p_values_match_hand_computation():
+    comparison = compare_runs(
+        QRELS, {"base": BASE, "tuned": FINE_TUNED}, ["mrr@10"], eval_set={"name": "toy"}, max_p=0.05
+    )
+    base_mean, tuned_mean = statistics.mean(BASE_MRR), statistics.mean(TUNED_MRR)
+    assert comparison.scores["base"]["mrr@10"] == pytest.approx(base_mean)
+    assert comparison.delta("tuned", "mrr@10") == pytest.approx(tuned_mean - base_mean)
+    assert comparison.relative("tuned", "mrr@10") == pytest.approx(100 * (tuned_mean - base_mean) / base_mean)
+
+    # Paired t-test, two-sided: t = mean(d) / (sd(d) / sqrt(n)), n - 1 degrees of freedom.
+    diffs = [t - b for t, b in zip(TUNED_MRR, BASE_MRR, strict=True)]
+    t = statistics.mean(diffs) / (statistics.stdev(diffs) / math.sqrt(len(diffs)))
+    assert comparison.p_values["tuned"]["student"]["mrr@10"] == pytest.approx(2 * stats.t.sf(abs(t), len(diffs) - 1))
+
+    # Fisher's randomisation test: the share of the 2^n sign flips whose |mean difference| reaches the observed
+    # one; ranx samples 1000 flips, so it estimates this exact value.
+    observed = abs(statistics.mean(diffs))
+    flips = list(itertools.product([1, -1], repeat=len(diffs)))
+    exact = sum(abs(statistics.mean(s * d for s, d in zip(f, diffs, strict=True))) >= observed - 1e-12 for f in flips)
+    assert comparison.p_values["tuned"]["fisher"]["mrr@10"] == pytest.approx(exact / len(flips), abs=0.05)
+    assert not comparison.significant("tuned", "mrr@10")
+
+
+def test_identical_runs_have_p_one_and_render():
+    comparison = compare_runs(QRELS, {"a": BASE, "b": BASE}, ["mrr@10", "ndcg@10"], eval_set={"name": "toy"})
+    assert comparison.p_values["b"]["student"] == {"mrr@10": 1.0, "ndcg@10": 1.0}
+    table = comparison.to_markdown()
+    assert (
+        table.splitlines()[0] == "| Metric | a | b | Δ | Δ % | p (paired t-test) | p (Fisher's randomisation test) |"
+    )
+    assert "| mrr@10 | 0.5083 | 0.5083 | +0.0000 | +0.0% | 1 | 1 |" in table
+
+
+def test_runs_are_not_mutated():
+    compare_runs(QRELS, {"base": BASE, "tuned": FINE_TUNED}, ["mrr@10"], eval_set={})
+    assert dict(BASE.scores) == {} and BASE.name is None
