@@ -5,7 +5,6 @@ st-bge train recipes/quickstart.yaml [--any_field value ...]
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -38,23 +37,43 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors(command)
 
 
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    """`recipes/evaluate.py`: `--config recipe.yaml` plus flags."""
+    from st_bge.config import parse_eval_recipe
+    from st_bge.evaluation.evaluate import evaluate_models
+
+    def command() -> None:
+        results = evaluate_models(parse_eval_recipe(argv))
+        for result in results:
+            kind = " (forgetting check)" if result.forgetting else ""
+            print(f"\n{result.comparison.eval_set['name']}{kind}:\n\n{result.comparison.to_markdown()}")
+            print(f"\nFailing queries per class: {result.failures}\nWritten to {result.folder}")
+
+    return run_reporting_errors(command)
+
+
+COMMANDS = {
+    "train": (train_main, "fine-tune a model from a recipe"),
+    "eval": (eval_main, "evaluate and compare models"),
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="st-bge", description="Fine-tune BGE embedding models for retrieval.")
-    commands = parser.add_subparsers(dest="command", required=True)
-    train_parser = commands.add_parser(
-        "train",
-        help="fine-tune a model from a recipe",
-        description="Fine-tune from a recipe YAML; any recipe field can be overridden as --field value.",
-        add_help=False,
-    )
-    train_parser.add_argument("recipe", nargs="?", help="recipe YAML file, e.g. recipes/quickstart.yaml")
-    args, rest = parser.parse_known_args(argv)
-    if args.command == "train":
-        if args.recipe is None or args.recipe in ("-h", "--help"):
-            return train_main(["--help"])
-        return train_main(["--config", args.recipe, *rest])
-    parser.error(f"unknown command {args.command!r}")
-    return 2
+    """`st-bge <command> [recipe.yaml] [--field value ...]`: a first argument that is not a flag is the recipe."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        usage = "usage: st-bge {" + ",".join(COMMANDS) + "} [recipe.yaml] [--field value ...]\n\n"
+        usage += "\n".join(f"  {name:6} {help_text}" for name, (_, help_text) in COMMANDS.items())
+        known = not argv or argv[0] in ("-h", "--help")
+        print(
+            usage if known else f"{usage}\n\nst-bge: error: unknown command {argv[0]!r}",
+            file=sys.stdout if known else sys.stderr,
+        )
+        return 0 if known else 2
+    command, rest = COMMANDS[argv[0]][0], argv[1:]
+    if rest and not rest[0].startswith("-"):
+        rest = ["--config", rest[0], *rest[1:]]
+    return command(rest or ["--help"])
 
 
 if __name__ == "__main__":

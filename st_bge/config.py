@@ -174,6 +174,43 @@ class EvaluationArguments:
 
 
 @dataclass
+class EvalRunArguments:
+    """# Models and data of `st-bge eval` / `recipes/evaluate.py` (metrics: the # Evaluation section)."""
+
+    models: list[str] = field(
+        metadata={
+            "help": "Models to evaluate (Hub id, local folder, adapter folder); the first is the baseline the others "
+            "are compared with. 'name=path' gives a model a name in the tables."
+        }
+    )
+    eval_datasets: list[str] = field(
+        metadata={"help": "Retrieval sets: BEIR folders, or pairs / FlagEmbedding files (anchor = query)."}
+    )
+    eval_dataset_split: str = field(default="test", metadata={"help": "qrels split of the BEIR folders."})
+    forgetting_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "A general-purpose retrieval set to check that fine-tuning did not cost general quality; "
+            "reported beside the domain sets."
+        },
+    )
+    forgetting_dataset_split: str = field(default="test", metadata={"help": "qrels split of forgetting_dataset."})
+    stat_tests: list[str] = field(
+        default_factory=lambda: ["student", "fisher"],
+        metadata={"help": "ranx significance tests: student (paired t-test), fisher (randomisation test)."},
+    )
+    output_dir: str = field(default="outputs/eval", metadata={"help": "Where results, CSVs and plots go."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow writing into a non-empty output_dir."})
+    batch_size: int = field(default=64, metadata={"help": "Encoding batch size."})
+    embedding_cache_dir: str | None = field(
+        default=None,
+        metadata={"help": "Corpus embedding cache (default ~/.cache/st-bge/embeddings, or $ST_BGE_CACHE)."},
+    )
+    use_embedding_cache: bool = field(default=True, metadata={"help": "Read and write the embedding cache."})
+    plots: bool = field(default=True, metadata={"help": "Draw PNG plots next to the results."})
+
+
+@dataclass
 class CardArguments:
     """# Card: what the generated model card says (publishing settings are the Trainer's `hub_*` fields)."""
 
@@ -230,6 +267,18 @@ class Recipe:
 SECTIONS = (ModelArguments, DataArguments, LossArguments, EvaluationArguments, CardArguments, TrainingArguments)
 
 
+@dataclass
+class EvalRecipe:
+    """The sections of one evaluation run. Built by `parse_eval_recipe`."""
+
+    run: EvalRunArguments
+    evaluation: EvaluationArguments
+    source: str | None = None
+
+
+EVAL_SECTIONS = (EvalRunArguments, EvaluationArguments)
+
+
 def _non_default_training_arguments(args: TrainingArguments) -> dict[str, Any]:
     """Fields that differ from the defaults, never a secret (`hub_token`): this dict goes into public cards."""
     defaults = TrainingArguments(output_dir=args.output_dir)
@@ -246,14 +295,14 @@ def _non_default_training_arguments(args: TrainingArguments) -> dict[str, Any]:
 class RecipeParser(HfArgumentParser):
     """`HfArgumentParser` over the recipe sections, with trl-style `--config recipe.yaml` defaults."""
 
-    def __init__(self) -> None:
-        super().__init__(SECTIONS)
+    def __init__(self, sections: Sequence[type] = SECTIONS) -> None:
+        super().__init__(sections)
         for action in self._actions:
-            if _field_type(action.dest) == "dict":
+            if _field_type(sections, action.dest) == "dict":
                 action.type = _json_mapping(action.dest)
 
-    def parse(self, argv: Sequence[str] | None = None) -> Recipe:
-        """Parse `--config FILE` (optional) and flags into a `Recipe`.
+    def parse_sections(self, argv: Sequence[str] | None = None) -> tuple[list[Any], str | None]:
+        """Parse `--config FILE` (optional) and flags into one instance per section, and the YAML's path.
 
         Raises:
             ConfigError: an unknown key in the YAML or on the command line, or a value of the wrong type.
@@ -271,9 +320,7 @@ class RecipeParser(HfArgumentParser):
         if unknown:
             flag = next((item for item in unknown if item.startswith("--")), unknown[0])
             raise ConfigError(f"unknown command-line argument {flag!r}{self._suggest(flag.lstrip('-'))}")
-        recipe = Recipe(*sections, source=source)
-        validate(recipe)
-        return recipe
+        return sections, source
 
     def _set_yaml_defaults(self, path: Path) -> None:
         if not path.is_file():
@@ -313,8 +360,8 @@ class RecipeParser(HfArgumentParser):
         return f" (did you mean '{close[0]}'?)" if close else ""
 
 
-def _field_type(name: str) -> str | None:
-    for section in SECTIONS:
+def _field_type(sections: Sequence[type], name: str) -> str | None:
+    for section in sections:
         for f in fields(section):
             if f.name == name:
                 return "dict" if str(f.type).startswith("dict") else str(f.type)
@@ -335,14 +382,18 @@ def _json_mapping(name: str):
     return parse
 
 
-def validate(recipe: Recipe) -> None:
-    """Cross-field checks that no single field's type can express."""
-    evaluation, data, loss = recipe.evaluation, recipe.data, recipe.loss
+def _validate_evaluation(evaluation: EvaluationArguments) -> None:
     if evaluation.eval_primary_metric not in evaluation.eval_metrics:
         raise ConfigError(
             f"eval_primary_metric '{evaluation.eval_primary_metric}' must be one of eval_metrics "
             f"{evaluation.eval_metrics}"
         )
+
+
+def validate(recipe: Recipe) -> None:
+    """Cross-field checks that no single field's type can express."""
+    data, loss = recipe.data, recipe.loss
+    _validate_evaluation(recipe.evaluation)
     if not 0.0 <= data.eval_split_size < 1.0:
         raise ConfigError(f"eval_split_size must be in [0, 1), got {data.eval_split_size}")
     if loss.temperature <= 0:
@@ -352,5 +403,19 @@ def validate(recipe: Recipe) -> None:
 
 
 def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
-    """Parse a recipe the way `recipes/train.py` and `st-bge train` do."""
-    return RecipeParser().parse(argv)
+    """Parse a training recipe the way `recipes/train.py` and `st-bge train` do."""
+    sections, source = RecipeParser(SECTIONS).parse_sections(argv)
+    recipe = Recipe(*sections, source=source)
+    validate(recipe)
+    return recipe
+
+
+def parse_eval_recipe(argv: Sequence[str] | None = None) -> EvalRecipe:
+    """Parse an evaluation recipe the way `recipes/evaluate.py` and `st-bge eval` do."""
+    sections, source = RecipeParser(EVAL_SECTIONS).parse_sections(argv)
+    recipe = EvalRecipe(*sections, source=source)
+    _validate_evaluation(recipe.evaluation)
+    unknown_tests = sorted(set(recipe.run.stat_tests) - {"student", "fisher"})
+    if unknown_tests:
+        raise ConfigError(f"stat_tests: unknown test(s) {unknown_tests}; use student and/or fisher")
+    return recipe

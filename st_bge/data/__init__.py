@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from datasets import Dataset
 
@@ -13,7 +14,7 @@ from st_bge.data.retrieval_set import RetrievalSet, is_beir_folder, load_beir
 from st_bge.data.sources import read_records
 from st_bge.errors import DataError
 
-__all__ = ["RetrievalSet", "TrainingData", "load_beir", "load_training_data"]
+__all__ = ["RetrievalSet", "TrainingData", "load_beir", "load_retrieval_set", "load_training_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,18 @@ def load_training_data(args: DataArguments) -> TrainingData:
     data = TrainingData(train=train, eval=eval_set, source=source, format=data_format)
     logger.info("Data: %s", data.summary())
     return data
+
+
+def load_retrieval_set(name_or_path: str, split: str = "test") -> RetrievalSet:
+    """A retrieval set from a BEIR folder (qrels `split`), or from training-style data (pairs, FlagEmbedding or a
+    Hub dataset split): each distinct anchor is a query, its positives are relevant, every text is in the corpus."""
+    if is_beir_folder(name_or_path):
+        return load_beir(name_or_path, split)
+    records = read_records(name_or_path, split=split)
+    rows = (
+        flagembedding_to_dataset(records) if detect_format(records) == "flagembedding" else pairs_to_dataset(records)
+    )
+    return RetrievalSet.from_training_dataset(rows, name=Path(name_or_path).stem)
 
 
 def _split_rows_by_anchor(train: Dataset, eval_size: float, seed: int, name: str) -> tuple[Dataset, RetrievalSet]:

@@ -64,7 +64,7 @@ class ModelComparison:
         header = ["Metric", self.baseline]
         for model in self.models[1:]:
             header += [model, "Δ", "Δ %"] + [f"p ({STAT_TESTS[test]})" for test in self.p_values[model]]
-        lines = ["| " + " | ".join(header) + " |", "|:--" + "|--:" * (len(header) - 1) + "|"]
+        rows = []
         for metric in self.metrics:
             row = [metric, f"{self.scores[self.baseline][metric]:.4f}"]
             for model in self.models[1:]:
@@ -76,11 +76,12 @@ class ModelComparison:
                     f"{relative:+.1f}%" if relative is not None else "n/a",
                 ]
                 row += [f"{p[metric]:.3g}" for p in self.p_values[model].values()]
-            lines.append("| " + " | ".join(row) + " |")
-        tests = " and ".join(STAT_TESTS[test] for test in next(iter(self.p_values.values()), {}))
+            rows.append(row)
+        table = markdown_table(header, rows)
         if len(self.models) > 1:
-            lines.append(f"\n\\* p ≤ {self.max_p} against {self.baseline} ({tests}).")
-        return "\n".join(lines)
+            tests = " and ".join(STAT_TESTS[test] for test in next(iter(self.p_values.values())))
+            table += f"\n\n\\* p ≤ {self.max_p} against {self.baseline} ({tests})."
+        return table
 
     def to_dict(self) -> dict[str, Any]:
         result = asdict(self)
@@ -100,6 +101,13 @@ class ModelComparison:
         paths[1].write_text(f"## {title}\n\n{self.to_markdown()}\n", encoding="utf-8")
         paths[2].write_text(self.latex, encoding="utf-8")
         return paths
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub/Hub markdown table, first column left-aligned, the others right-aligned."""
+    lines = ["| " + " | ".join(header) + " |", "|:--" + "|--:" * (len(header) - 1) + "|"]
+    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
 
 
 def compare_runs(

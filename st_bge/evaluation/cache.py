@@ -1,0 +1,70 @@
+"""Corpus embeddings cached on disk, keyed by the model's weights and settings and by the corpus itself.
+
+Evaluating several models, or the same model again, on a large corpus is dominated by encoding the corpus; the
+key changes whenever anything that changes an embedding changes (weights, modules, prompts, max length, texts),
+so a hit is always safe to use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """`$ST_BGE_CACHE/embeddings`, else `$XDG_CACHE_HOME/st-bge/embeddings` (default `~/.cache`)."""
+    root = os.environ.get("ST_BGE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "st-bge"
+    return Path(root) / "embeddings"
+
+
+def model_fingerprint(model: SentenceTransformer) -> str:
+    """A digest of everything in `model` that decides a document embedding."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr(model).encode())
+    digest.update(repr(sorted(model.prompts.items())).encode())
+    digest.update(str(model.max_seq_length).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def corpus_fingerprint(doc_ids: Sequence[str], texts: Sequence[str]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for doc_id, text in zip(doc_ids, texts, strict=True):
+        digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Document embeddings in `folder`, one file per (model, corpus) pair."""
+
+    def __init__(self, folder: str | Path | None = None) -> None:
+        self.folder = Path(folder) if folder is not None else default_cache_dir()
+
+    def path(self, model: SentenceTransformer, doc_ids: Sequence[str], texts: Sequence[str]) -> Path:
+        return self.folder / f"{model_fingerprint(model)}-{corpus_fingerprint(doc_ids, texts)}.pt"
+
+    def encode_documents(
+        self, model: SentenceTransformer, doc_ids: Sequence[str], texts: Sequence[str], **encode_kwargs
+    ) -> torch.Tensor:
+        """`model.encode_document(texts)`, read from the cache when this model has encoded this corpus before."""
+        path = self.path(model, doc_ids, texts)
+        if path.is_file():
+            logger.info("Corpus embeddings from cache: %s", path)
+            return torch.load(path, weights_only=True)["embeddings"]
+        embeddings = model.encode_document(list(texts), convert_to_tensor=True, **encode_kwargs).cpu()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial")
+        torch.save({"embeddings": embeddings}, partial)
+        partial.replace(path)  # never leave a half-written file under the final name
+        logger.info("Corpus embeddings cached: %s", path)
+        return embeddings

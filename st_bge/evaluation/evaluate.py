@@ -1,0 +1,191 @@
+"""`st-bge eval`: several models on one or more retrieval sets, compared with significance, analysed per query.
+
+For each retrieval set, into `<output_dir>/<set name>/`:
+- `eval_results.{json,md,tex}`: ranx metrics, Δ, Δ % and p-values of every model against the first;
+- `per_query_<metric>.csv`: per-query scores of the primary metric, worst regression first;
+- `failures_<model>.csv`: the failing queries of each model with the top wrong document;
+- `metrics.png`, `per_query_delta_<model>.png`, `embeddings_pca.png` (unless `plots: false`).
+A forgetting set is evaluated the same way and reported beside the domain sets in `<output_dir>/summary.md`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+from st_bge.config import EvalRecipe, ModelArguments
+from st_bge.data import RetrievalSet, load_retrieval_set
+from st_bge.errors import ConfigError
+from st_bge.evaluation.analysis import (
+    FAILURE_CLASSES,
+    analyse_run,
+    failure_counts,
+    per_query_deltas,
+    write_failures_csv,
+)
+from st_bge.evaluation.cache import EmbeddingCache
+from st_bge.evaluation.comparison import ModelComparison, compare_runs, markdown_table
+from st_bge.evaluation.metrics import per_query_scores, to_qrels
+from st_bge.evaluation.plots import plot_embedding_maps, plot_metric_bars, plot_per_query_deltas
+from st_bge.evaluation.retrieval import retrieve
+from st_bge.modeling import load_model
+
+logger = logging.getLogger(__name__)
+
+MAX_MAP_QUERIES = 200  # queries drawn in the embedding map
+
+
+@dataclass
+class SetResult:
+    """The comparison on one retrieval set, and the failure counts of each model."""
+
+    comparison: ModelComparison
+    failures: dict[str, dict[str, int]]
+    folder: Path
+    forgetting: bool = False
+
+
+def parse_model_specs(specs: list[str]) -> dict[str, str]:
+    """`["base=BAAI/bge-m3", "outputs/x"]` -> `{"base": "BAAI/bge-m3", "x": "outputs/x"}` (names must differ)."""
+    models: dict[str, str] = {}
+    for spec in specs:
+        name, _, path = spec.rpartition("=") if "=" in spec else (Path(spec.rstrip("/")).name, "", spec)
+        if name in models:
+            raise ConfigError(f"models: two models are named '{name}'; name them as name=path")
+        models[name] = path
+    return models
+
+
+def evaluate_models(recipe: EvalRecipe) -> list[SetResult]:
+    """Run the evaluation recipe; every input is read and checked before the first model is loaded."""
+    run_args, evaluation = recipe.run, recipe.evaluation
+    output_dir = Path(run_args.output_dir)
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not run_args.overwrite_output_dir:
+        raise ConfigError(
+            f"output_dir '{output_dir}' already has files; choose another output_dir or pass "
+            "--overwrite_output_dir true to write over them"
+        )
+    models = parse_model_specs(run_args.models)
+    sets = [(load_retrieval_set(path, run_args.eval_dataset_split), False) for path in run_args.eval_datasets]
+    if run_args.forgetting_dataset:
+        sets.append((load_retrieval_set(run_args.forgetting_dataset, run_args.forgetting_dataset_split), True))
+    cache = EmbeddingCache(run_args.embedding_cache_dir) if run_args.use_embedding_cache else None
+
+    runs: dict[str, dict[str, object]] = {retrieval_set.name: {} for retrieval_set, _ in sets}
+    map_embeddings: dict[str, dict[str, tuple]] = {retrieval_set.name: {} for retrieval_set, _ in sets}
+    for name, path in models.items():
+        logger.info("Evaluating %s (%s)", name, path)
+        model = load_model(ModelArguments(model_name_or_path=path))
+        for retrieval_set, _ in sets:
+            runs[retrieval_set.name][name] = retrieve(
+                model,
+                retrieval_set,
+                top_k=evaluation.eval_top_k,
+                batch_size=run_args.batch_size,
+                show_progress_bar=True,
+                name=name,
+                cache=cache,
+            )
+            if run_args.plots:
+                map_embeddings[retrieval_set.name][name] = _map_embeddings(model, retrieval_set, run_args.batch_size)
+
+    results = []
+    for retrieval_set, forgetting in sets:
+        folder = output_dir / (f"forgetting-{retrieval_set.name}" if forgetting else retrieval_set.name)
+        result = _report_set(retrieval_set, runs[retrieval_set.name], recipe, folder, forgetting)
+        if run_args.plots:
+            plot_embedding_maps(map_embeddings[retrieval_set.name], folder / "embeddings_pca.png", retrieval_set.name)
+        results.append(result)
+    (output_dir / "summary.md").write_text(summary_markdown(results, evaluation.eval_primary_metric), encoding="utf-8")
+    return results
+
+
+def _report_set(
+    retrieval_set: RetrievalSet, runs: dict, recipe: EvalRecipe, folder: Path, forgetting: bool
+) -> SetResult:
+    evaluation, run_args = recipe.evaluation, recipe.run
+    qrels = to_qrels(retrieval_set.qrels, name=retrieval_set.name)
+    comparison = compare_runs(
+        qrels,
+        runs,
+        evaluation.eval_metrics,
+        eval_set={**retrieval_set.summary(), "top_k": evaluation.eval_top_k},
+        stat_tests=run_args.stat_tests,
+        max_p=evaluation.eval_max_p,
+    )
+    comparison.save(folder)
+    metric = evaluation.eval_primary_metric
+    per_query = {name: per_query_scores(qrels, run, metric) for name, run in runs.items()}
+    names = list(runs)
+    with open(folder / f"per_query_{metric}.csv", "w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["query_id", *names, *(f"delta_{name}" for name in names[1:])])
+        order = per_query_deltas(per_query[names[0]], per_query[names[-1]]) if len(names) > 1 else []
+        for query_id in [row[0] for row in order] or sorted(per_query[names[0]]):
+            scores = [per_query[name][query_id] for name in names]
+            writer.writerow([query_id, *scores, *(s - scores[0] for s in scores[1:])])
+    failures = {}
+    for name, run in runs.items():
+        outcomes = analyse_run(retrieval_set, run)
+        write_failures_csv(folder / f"failures_{_file_name(name)}.csv", retrieval_set, outcomes)
+        failures[name] = failure_counts(outcomes)
+    (folder / "failures.json").write_text(json.dumps(failures, indent=2) + "\n", encoding="utf-8")
+    if run_args.plots:
+        plot_metric_bars(comparison, folder / "metrics.png")
+        for name in names[1:]:
+            deltas = per_query_deltas(per_query[names[0]], per_query[name])
+            plot_per_query_deltas(
+                deltas, metric, f"{name} vs {names[0]}", folder / f"per_query_delta_{_file_name(name)}.png"
+            )
+    return SetResult(comparison=comparison, failures=failures, folder=folder, forgetting=forgetting)
+
+
+def _map_embeddings(model: SentenceTransformer, retrieval_set: RetrievalSet, batch_size: int) -> tuple:
+    """Embeddings of up to MAX_MAP_QUERIES queries and, row-aligned, one relevant document of each."""
+    pairs = []
+    for query_id in sorted(retrieval_set.qrels)[:MAX_MAP_QUERIES]:
+        relevant = [d for d, g in sorted(retrieval_set.qrels[query_id].items()) if g > 0]
+        if relevant:
+            pairs.append((retrieval_set.queries[query_id], retrieval_set.corpus[relevant[0]]))
+    queries = model.encode_query([q for q, _ in pairs], batch_size=batch_size, convert_to_tensor=True).cpu()
+    documents = model.encode_document([d for _, d in pairs], batch_size=batch_size, convert_to_tensor=True).cpu()
+    return queries, documents
+
+
+def summary_markdown(results: list[SetResult], metric: str) -> str:
+    """Every set's table, then the primary metric's change per set: domain gain beside the forgetting check."""
+    parts = ["# Evaluation summary\n"]
+    for result in results:
+        kind = " (forgetting check)" if result.forgetting else ""
+        parts.append(f"## {result.comparison.eval_set['name']}{kind}\n\n{result.comparison.to_markdown()}\n")
+        rows = [[name, *(classes[c] for c in FAILURE_CLASSES)] for name, classes in result.failures.items()]
+        parts.append(f"Failing queries per class:\n\n{markdown_table(['Model', *FAILURE_CLASSES], rows)}\n")
+    comparisons = [r for r in results if len(r.comparison.models) > 1]
+    if comparisons:
+        parts.append(f"## Change in {metric} against {comparisons[0].comparison.baseline}\n")
+        rows = []
+        for result in comparisons:
+            comparison = result.comparison
+            label = comparison.eval_set["name"] + (" (forgetting check)" if result.forgetting else "")
+            for model in comparison.models[1:]:
+                relative = comparison.relative(model, metric)
+                rows.append(
+                    [
+                        label,
+                        model,
+                        f"{comparison.delta(model, metric):+.4f}",
+                        "n/a" if relative is None else f"{relative:+.1f}%",
+                        "yes" if comparison.significant(model, metric) else "no",
+                    ]
+                )
+        parts.append(markdown_table(["Set", "Model", "Δ", "Δ %", "significant"], rows))
+    return "\n".join(parts) + "\n"
+
+
+def _file_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)

@@ -1,0 +1,105 @@
+"""Plots a person would rather look at than read: PNG files, drawn headless.
+
+`matplotlib.figure.Figure` renders through the Agg canvas without pyplot, so no display, backend choice or global
+figure state is involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+
+from st_bge.evaluation.comparison import ModelComparison
+
+
+def plot_metric_bars(comparison: ModelComparison, path: str | Path) -> Path:
+    """Grouped bars: one group per metric, one bar per model; * over a bar that differs significantly."""
+    metrics, models = comparison.metrics, comparison.models
+    width = 0.8 / len(models)
+    figure = Figure(figsize=(1.6 * len(metrics) + 2, 4))
+    axis = figure.subplots()
+    for index, model in enumerate(models):
+        xs = [m + index * width for m in range(len(metrics))]
+        values = [comparison.scores[model][metric] for metric in metrics]
+        axis.bar(xs, values, width, label=model)
+        if index > 0:
+            for x, value, metric in zip(xs, values, metrics, strict=True):
+                if comparison.significant(model, metric):
+                    axis.text(x, value + 0.01, "*", ha="center", fontsize=14)
+    axis.set_xticks([m + width * (len(models) - 1) / 2 for m in range(len(metrics))], metrics)
+    axis.set_ylim(0, 1.08)
+    axis.set_title(f"{comparison.eval_set.get('name', '')}: * p ≤ {comparison.max_p} vs {comparison.baseline}")
+    axis.legend()
+    return _save(figure, path)
+
+
+def plot_per_query_deltas(deltas: Sequence[tuple[str, float, float, float]], metric: str, label: str, path) -> Path:
+    """Per-query change of `metric`, sorted: how many queries got better, stayed, got worse."""
+    values = [delta for *_, delta in deltas]
+    better, worse = sum(v > 0 for v in values), sum(v < 0 for v in values)
+    figure = Figure(figsize=(8, 3.5))
+    axis = figure.subplots()
+    colours = ["tab:green" if v > 0 else "tab:red" if v < 0 else "tab:gray" for v in values]
+    axis.bar(range(len(values)), values, color=colours, width=1.0)
+    axis.axhline(0, color="black", linewidth=0.8)
+    axis.set_xlabel("queries (sorted by change)")
+    axis.set_ylabel(f"Δ {metric}")
+    axis.set_title(f"{label}: {better} better, {len(values) - better - worse} unchanged, {worse} worse")
+    return _save(figure, path)
+
+
+def plot_embedding_maps(
+    embeddings: Mapping[str, tuple[torch.Tensor, torch.Tensor]], path: str | Path, title: str = ""
+) -> Path:
+    """2-D PCA map per model of query and document embeddings, each query joined to its relevant document.
+
+    Args:
+        embeddings: model name -> (query embeddings, embeddings of each query's relevant document), row-aligned.
+    """
+    figure = Figure(figsize=(5 * len(embeddings), 4.5))
+    axes = figure.subplots(1, len(embeddings), squeeze=False)
+    for axis, (model, (queries, documents)) in zip(axes[0], embeddings.items(), strict=True):
+        points = torch.cat([queries, documents]).float()
+        centred = points - points.mean(dim=0)
+        _, _, components = torch.linalg.svd(centred, full_matrices=False)
+        xy = (centred @ components[:2].T).numpy()
+        n = len(queries)
+        for i in range(n):
+            axis.plot([xy[i, 0], xy[n + i, 0]], [xy[i, 1], xy[n + i, 1]], color="lightgray", linewidth=0.5)
+        axis.scatter(xy[:n, 0], xy[:n, 1], s=8, label="queries")
+        axis.scatter(xy[n:, 0], xy[n:, 1], s=8, label="relevant documents")
+        axis.set_title(model)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    axes[0][0].legend(loc="best")
+    figure.suptitle(title or "Query and document embeddings (PCA)")
+    return _save(figure, path)
+
+
+def plot_training_curves(log_history: Sequence[Mapping[str, float]], metric_key: str | None, path) -> Path:
+    """Training loss over steps, and the evaluation metric (if logged) on a second axis."""
+    losses = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
+    figure = Figure(figsize=(7, 4))
+    axis = figure.subplots()
+    if losses:
+        axis.plot(*zip(*losses, strict=True), color="tab:blue", label="training loss")
+    axis.set_xlabel("step")
+    axis.set_ylabel("training loss", color="tab:blue")
+    evals = [(e["step"], e[metric_key]) for e in log_history if metric_key and metric_key in e and "step" in e]
+    if evals:
+        second = axis.twinx()
+        second.plot(*zip(*evals, strict=True), color="tab:orange", marker="o", label=metric_key)
+        second.set_ylabel(metric_key, color="tab:orange")
+    axis.set_title("Training")
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    return path
