@@ -7,6 +7,7 @@ base-model evaluation, the final evaluation, the card and the results files are 
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ from st_bge.data import TrainingData, load_training_data
 from st_bge.errors import ConfigError
 from st_bge.evaluation import ModelComparison, RanxRetrievalEvaluator, compare_runs
 from st_bge.evaluation.evaluator import EVALUATOR_NAME
+from st_bge.evaluation.plots import plot_metric_bars, plot_training_curves
 from st_bge.losses import build_loss, needs_guide
 from st_bge.model_card import StBgeModelCardData, attach_card_data
 from st_bge.modeling import add_lora, frozen_copy, load_model, untrained_heads_note
@@ -129,9 +131,21 @@ def train(recipe: Recipe) -> TrainResult:
         )
         card_data.comparison = comparison
     trainer.save_model(args.output_dir)
-    if comparison is not None:
-        comparison.save(args.output_dir)
+    if trainer.is_world_process_zero():
+        _write_reports(trainer, comparison, recipe)
     return TrainResult(trainer=trainer, output_dir=Path(args.output_dir), comparison=comparison)
+
+
+def _write_reports(trainer: SentenceTransformerTrainer, comparison: ModelComparison | None, recipe: Recipe) -> None:
+    """Results, training log and plots beside the model (main process only)."""
+    output_dir = Path(recipe.training.output_dir)
+    log_history = trainer.state.log_history
+    (output_dir / "training_log.json").write_text(json.dumps(log_history, indent=2) + "\n", encoding="utf-8")
+    metric_key = f"eval_{EVALUATOR_NAME}_{recipe.evaluation.eval_primary_metric}" if comparison else None
+    plot_training_curves(log_history, metric_key, output_dir / "training_curves.png")
+    if comparison is not None:
+        comparison.save(output_dir)
+        plot_metric_bars(comparison, output_dir / "metrics.png")
 
 
 def _check_evaluation_settings(recipe: Recipe, data: TrainingData) -> None:
@@ -173,4 +187,7 @@ def print_summary(result: TrainResult) -> None:
     )
     print(result.comparison.to_markdown())
     kind = "LoRA adapter" if result.model.model_card_data.adapter else "model"
-    print(f"\nSaved to {result.output_dir}: {kind}, README.md (model card), eval_results.json, eval_results.md")
+    print(
+        f"\nSaved to {result.output_dir}: {kind}, README.md (model card), eval_results.{{json,md,tex}}, "
+        "training_log.json, training_curves.png, metrics.png"
+    )

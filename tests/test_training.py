@@ -70,6 +70,10 @@ def test_results_are_written_as_json_markdown_and_latex(lora_run):
     assert "| Metric | base | fine-tuned | Δ | Δ % | p (paired t-test) | p (Fisher's randomisation test) |" in table
     assert f"| ndcg@10 | {scores['base']['ndcg@10']:.4f} | {scores['fine-tuned']['ndcg@10']:.4f}" in table
     assert "\\begin{tabular}" in (lora_run.output_dir / "eval_results.tex").read_text()
+    for png in ("training_curves.png", "metrics.png"):
+        assert (lora_run.output_dir / png).read_bytes()[:4] == b"\x89PNG"
+    log = json.loads((lora_run.output_dir / "training_log.json").read_text())
+    assert [entry["step"] for entry in log if "eval_retrieval_ndcg@10" in entry] == [1, 2]
 
 
 def test_best_checkpoint_is_chosen_by_the_ranx_metric(lora_run):
