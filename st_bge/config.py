@@ -382,6 +382,22 @@ def _json_mapping(name: str):
     return parse
 
 
+def check_output_dir(output_dir: str | Path, *, overwrite: bool) -> None:
+    """Refuse to write into a folder that already holds files unless `overwrite`: nothing the user had is lost.
+
+    Raises:
+        ConfigError: `output_dir` is a file, or a non-empty folder and `overwrite` is false.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.is_file():
+        raise ConfigError(f"output_dir '{output_dir}' is a file")
+    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"output_dir '{output_dir}' already has files; choose another output_dir or pass "
+            "--overwrite_output_dir true to write over them"
+        )
+
+
 def _validate_evaluation(evaluation: EvaluationArguments) -> None:
     if evaluation.eval_primary_metric not in evaluation.eval_metrics:
         raise ConfigError(

@@ -15,7 +15,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from transformers import set_seed
 
-from st_bge.config import ModelArguments, Recipe
+from st_bge.config import ModelArguments, Recipe, check_output_dir
 from st_bge.data import TrainingData, load_training_data
 from st_bge.errors import ConfigError
 from st_bge.evaluation import ModelComparison, RanxRetrievalEvaluator, compare_runs
@@ -44,24 +44,6 @@ class TrainResult:
         return self.trainer.model
 
 
-def check_output_dir(recipe: Recipe) -> None:
-    """Refuse to write into a folder that already holds files, unless told to (or resuming from it)."""
-    args = recipe.training
-    output_dir = Path(args.output_dir)
-    if output_dir.is_file():
-        raise ConfigError(f"output_dir '{output_dir}' is a file")
-    if (
-        output_dir.is_dir()
-        and any(output_dir.iterdir())
-        and not args.overwrite_output_dir
-        and not args.resume_from_checkpoint
-    ):
-        raise ConfigError(
-            f"output_dir '{output_dir}' already has files; choose another output_dir or pass "
-            "--overwrite_output_dir true to write over them"
-        )
-
-
 def build_evaluator(recipe: Recipe, data: TrainingData) -> RanxRetrievalEvaluator | None:
     if data.eval is None:
         return None
@@ -78,7 +60,8 @@ def build_evaluator(recipe: Recipe, data: TrainingData) -> RanxRetrievalEvaluato
 def train(recipe: Recipe) -> TrainResult:
     """Run the recipe end to end and return the trained model, where it was saved and its results."""
     args = recipe.training
-    check_output_dir(recipe)
+    # Resuming writes into the run's own folder by design.
+    check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir or bool(args.resume_from_checkpoint))
     set_seed(args.seed)
     data = load_training_data(recipe.data)
     _check_evaluation_settings(recipe, data)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from st_bge.config import EvalRecipe, ModelArguments
+from st_bge.config import EvalRecipe, ModelArguments, check_output_dir
 from st_bge.data import RetrievalSet, load_retrieval_set
 from st_bge.errors import ConfigError
 from st_bge.evaluation.analysis import (
@@ -65,15 +65,14 @@ def evaluate_models(recipe: EvalRecipe) -> list[SetResult]:
     """Run the evaluation recipe; every input is read and checked before the first model is loaded."""
     run_args, evaluation = recipe.run, recipe.evaluation
     output_dir = Path(run_args.output_dir)
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not run_args.overwrite_output_dir:
-        raise ConfigError(
-            f"output_dir '{output_dir}' already has files; choose another output_dir or pass "
-            "--overwrite_output_dir true to write over them"
-        )
+    check_output_dir(output_dir, overwrite=run_args.overwrite_output_dir)
     models = parse_model_specs(run_args.models)
     sets = [(load_retrieval_set(path, run_args.eval_dataset_split), False) for path in run_args.eval_datasets]
     if run_args.forgetting_dataset:
         sets.append((load_retrieval_set(run_args.forgetting_dataset, run_args.forgetting_dataset_split), True))
+    names = [retrieval_set.name for retrieval_set, _ in sets]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"eval_datasets and forgetting_dataset need distinct folder or file names, got {names}")
     cache = EmbeddingCache(run_args.embedding_cache_dir) if run_args.use_embedding_cache else None
 
     runs: dict[str, dict[str, object]] = {retrieval_set.name: {} for retrieval_set, _ in sets}
