@@ -9,7 +9,7 @@ import statistics
 import pytest
 from scipy import stats
 
-from st_bge.evaluation.comparison import compare_runs
+from st_bge.evaluation.comparison import ModelComparison, compare_runs
 from st_bge.evaluation.metrics import per_query_scores, to_qrels, to_run
 
 # Per-query MRR@10: base [1/2, 1/3, 1, 1/5], fine-tuned [1, 1, 1/4, 1]. The differences have distinct sizes
@@ -70,3 +70,15 @@ def test_identical_runs_have_p_one_and_render():
 def test_runs_are_not_mutated():
     compare_runs(QRELS, {"base": BASE, "tuned": FINE_TUNED}, ["mrr@10"], eval_set={})
     assert dict(BASE.scores) == {} and BASE.name is None
+
+
+def test_randomisation_p_below_its_resolution_is_shown_as_a_bound():
+    comparison = ModelComparison(
+        eval_set={"name": "toy"},
+        metrics=["ndcg@10"],
+        models=["base", "tuned"],
+        scores={"base": {"ndcg@10": 0.1}, "tuned": {"ndcg@10": 0.3}},
+        p_values={"tuned": {"student": {"ndcg@10": 1.2e-5}, "fisher": {"ndcg@10": 0.0}}},
+        max_p=0.05,
+    )
+    assert "| ndcg@10 | 0.1000 | 0.3000* | +0.2000 | +200.0% | 1.2e-05 | < 0.001 |" in comparison.to_markdown()

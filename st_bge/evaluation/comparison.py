@@ -19,6 +19,7 @@ from ranx import Qrels, Run, compare
 from st_bge.evaluation.metrics import evaluate_run, quiet_numba
 
 STAT_TESTS = {"student": "paired t-test", "fisher": "Fisher's randomisation test"}
+FISHER_PERMUTATIONS = 1000
 
 
 @dataclass
@@ -75,7 +76,7 @@ class ModelComparison:
                     f"{self.delta(model, metric):+.4f}",
                     f"{relative:+.1f}%" if relative is not None else "n/a",
                 ]
-                row += [f"{p[metric]:.3g}" for p in self.p_values[model].values()]
+                row += [_format_p(test, p[metric]) for test, p in self.p_values[model].items()]
             rows.append(row)
         table = markdown_table(header, rows)
         if len(self.models) > 1:
@@ -137,6 +138,7 @@ def compare_runs(
                 copies,
                 list(metrics),
                 stat_test=test,
+                n_permutations=FISHER_PERMUTATIONS,
                 max_p=max_p,
                 random_seed=random_seed,
                 make_comparable=True,
@@ -156,6 +158,13 @@ def compare_runs(
         max_p=max_p,
         latex=latex,
     )
+
+
+def _format_p(test: str, p: float) -> str:
+    # A randomisation test with N permutations cannot resolve p below 1/N: show the bound, not 0.
+    if test == "fisher" and p < 1 / FISHER_PERMUTATIONS:
+        return f"< {1 / FISHER_PERMUTATIONS:g}"
+    return f"{p:.3g}"
 
 
 def _p_value(p: float) -> float:
