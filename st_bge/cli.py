@@ -40,14 +40,13 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """`recipes/evaluate.py`: `--config recipe.yaml` plus flags."""
     from st_bge.config import parse_eval_recipe
-    from st_bge.evaluation.evaluate import evaluate_models
+    from st_bge.evaluation.evaluate import evaluate_models, summary_markdown
 
     def command() -> None:
-        results = evaluate_models(parse_eval_recipe(argv))
-        for result in results:
-            kind = " (forgetting check)" if result.forgetting else ""
-            print(f"\n{result.comparison.eval_set['name']}{kind}:\n\n{result.comparison.to_markdown()}")
-            print(f"\nFailing queries per class: {result.failures}\nWritten to {result.folder}")
+        recipe = parse_eval_recipe(argv)
+        results = evaluate_models(recipe)
+        print("\n" + summary_markdown(results, recipe.evaluation.eval_primary_metric))
+        print(f"Written to {recipe.run.output_dir} (summary.md; per set: results, per-query CSV, failures, plots)")
 
     return run_reporting_errors(command)
 
