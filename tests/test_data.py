@@ -220,3 +220,28 @@ def test_beir_corpus_with_an_empty_or_non_text_document(beir_folder, tmp_path):
         with pytest.raises(DataError) as error:
             load_beir(folder, "test")
         assert str(error.value) == f"{folder / 'corpus.jsonl'}, line 4, field 'text': {message}"
+
+
+def test_misspelled_column_gets_a_suggestion(tmp_path):
+    path = write_jsonl(tmp_path / "m.jsonl", [{"question": "a", "answr": "b"}])
+    with pytest.raises(DataError) as error:
+        load(path, column_mapping={"anchor": "question", "positive": "answer"})
+    assert str(error.value) == f"{path}, line 1, field 'answer': missing column (did you mean 'answr'?)"
+
+
+def test_duplicate_ids_in_a_beir_corpus(beir_folder, tmp_path):
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "queries.jsonl").write_text((beir_folder / "queries.jsonl").read_text())
+    (folder / "qrels" / "test.tsv").write_text((beir_folder / "qrels" / "test.tsv").read_text())
+    corpus = (beir_folder / "corpus.jsonl").read_text().splitlines()
+    (folder / "corpus.jsonl").write_text("\n".join([*corpus, corpus[0]]) + "\n")  # an exact repeat: fine
+    assert len(load_beir(folder, "test").corpus) == 12
+    changed = json.dumps({**json.loads(corpus[0]), "text": "something else"})
+    (folder / "corpus.jsonl").write_text("\n".join([*corpus, changed]) + "\n")
+    with pytest.raises(DataError) as error:
+        load_beir(folder, "test")
+    assert str(error.value) == (
+        f"{folder / 'corpus.jsonl'}, line 13, field '_id': id 'c-sort' appears again with a different text "
+        "(first on line 1)"
+    )

@@ -8,6 +8,7 @@ Two record shapes are understood here (BEIR folders are in `retrieval_set.py`):
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 
 from datasets import Dataset
@@ -63,7 +64,9 @@ def pairs_to_dataset(records: Records, column_mapping: Mapping[str, str] | None 
         for target in targets:
             source_column = column_mapping[target]
             if source_column not in record.values:
-                raise DataError(records.source, "missing column", line=record.line, field=source_column)
+                close = difflib.get_close_matches(source_column, list(record.values), n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                raise DataError(records.source, f"missing column{hint}", line=record.line, field=source_column)
             data[target].append(_text(records.source, record.line, source_column, record.values[source_column]))
     return Dataset.from_dict(data)
 

@@ -132,6 +132,7 @@ def _qrels_files(folder: Path, split: str) -> list[Path]:
 
 def _read_texts(records: Records, *, with_title: bool) -> dict[str, str]:
     texts: dict[str, str] = {}
+    first_line: dict[str, int] = {}
     for record in records.rows:
         values = record.values
         for key in ("_id", "text"):
@@ -145,10 +146,17 @@ def _read_texts(records: Records, *, with_title: bool) -> dict[str, str]:
             )
         if not (text.strip() or title.strip()):
             raise DataError(records.source, "empty text", line=record.line, field="text")
-        if item_id in texts:
-            raise DataError(records.source, f"duplicate id '{item_id}'", line=record.line, field="_id")
         # BEIR's convention (as in its own dense retrieval code): the title, if any, precedes the text.
-        texts[item_id] = f"{title} {text}".strip() if title.strip() else text
+        full_text = f"{title} {text}".strip() if title.strip() else text
+        if item_id in texts and texts[item_id] != full_text:  # an exact repeat is harmless and kept once
+            raise DataError(
+                records.source,
+                f"id '{item_id}' appears again with a different text (first on line {first_line[item_id]})",
+                line=record.line,
+                field="_id",
+            )
+        texts[item_id] = full_text
+        first_line.setdefault(item_id, record.line)
     return texts
 
 
