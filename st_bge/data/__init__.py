@@ -9,7 +9,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from st_bge.config import DataArguments
-from st_bge.data.formats import detect_format, flagembedding_to_dataset, pairs_to_dataset
+from st_bge.data.formats import detect_format, records_to_dataset
 from st_bge.data.retrieval_set import RetrievalSet, is_beir_folder, load_beir
 from st_bge.data.sources import read_records
 from st_bge.errors import DataError
@@ -60,12 +60,8 @@ def load_training_data(args: DataArguments) -> TrainingData:
         records = read_records(
             source, split=args.dataset_split, config_name=args.dataset_config_name, revision=args.dataset_revision
         )
-        if data_format == "auto":
-            data_format = detect_format(records)
-        if data_format == "flagembedding":
-            train = flagembedding_to_dataset(records, args.num_negatives)
-        else:
-            train = pairs_to_dataset(records, args.column_mapping)
+        data_format = detect_format(records) if data_format == "auto" else data_format
+        train = records_to_dataset(records, data_format, args.num_negatives, args.column_mapping)
         if eval_set is None and args.eval_split_size > 0:
             train, eval_set = _split_rows_by_anchor(train, args.eval_split_size, args.split_seed, name=source)
 
@@ -84,9 +80,7 @@ def load_retrieval_set(name_or_path: str, split: str = "test") -> RetrievalSet:
     if is_beir_folder(name_or_path):
         return load_beir(name_or_path, split)
     records = read_records(name_or_path, split=split)
-    rows = (
-        flagembedding_to_dataset(records) if detect_format(records) == "flagembedding" else pairs_to_dataset(records)
-    )
+    rows = records_to_dataset(records, detect_format(records))
     return RetrievalSet.from_training_dataset(rows, name=Path(name_or_path).stem)
 
 

@@ -29,6 +29,18 @@ def detect_format(records: Records) -> str:
     return "pairs"
 
 
+def records_to_dataset(
+    records: Records,
+    data_format: str,
+    num_negatives: int | None = None,
+    column_mapping: Mapping[str, str] | None = None,
+) -> Dataset:
+    """Training rows from records of `data_format` ('flagembedding' or 'pairs')."""
+    if data_format == "flagembedding":
+        return flagembedding_to_dataset(records, num_negatives)
+    return pairs_to_dataset(records, column_mapping)
+
+
 def pairs_to_dataset(records: Records, column_mapping: Mapping[str, str] | None = None) -> Dataset:
     """Rows of (anchor, positive[, negatives]) from records with one training row each.
 
