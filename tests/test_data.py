@@ -16,6 +16,16 @@ PAIRS = [
 ]
 
 
+def copy_beir(source, folder, *, corpus_lines=None, test_qrels=None):
+    """A copy of the BEIR folder `source` in `folder`, with the corpus lines or the test qrels replaced."""
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "queries.jsonl").write_text((source / "queries.jsonl").read_text())
+    corpus = (source / "corpus.jsonl").read_text() if corpus_lines is None else "\n".join(corpus_lines) + "\n"
+    (folder / "corpus.jsonl").write_text(corpus)
+    (folder / "qrels" / "test.tsv").write_text(test_qrels or (source / "qrels" / "test.tsv").read_text())
+    return folder
+
+
 def write_jsonl(path, rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
     return path
@@ -138,12 +148,8 @@ def test_wrong_encoding(tmp_path):
 
 
 def test_qrels_naming_an_unknown_document(beir_folder, tmp_path):
-    folder = tmp_path / "beir"
-    folder.mkdir()
-    for name in ("corpus.jsonl", "queries.jsonl"):
-        (folder / name).write_text((beir_folder / name).read_text())
-    (folder / "qrels").mkdir()
-    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq-sort\tc-sort\t1\nq-max\tc-nope\t1\n")
+    qrels = "query-id\tcorpus-id\tscore\nq-sort\tc-sort\t1\nq-max\tc-nope\t1\n"
+    folder = copy_beir(beir_folder, tmp_path / "beir", test_qrels=qrels)
     with pytest.raises(DataError) as error:
         load_beir(folder, "test")
     assert str(error.value) == (
@@ -207,16 +213,16 @@ def test_hub_failure_is_one_message(monkeypatch):
 
 
 def test_beir_corpus_with_an_empty_or_non_text_document(beir_folder, tmp_path):
-    folder = tmp_path / "beir"
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "queries.jsonl").write_text((beir_folder / "queries.jsonl").read_text())
-    (folder / "qrels" / "test.tsv").write_text((beir_folder / "qrels" / "test.tsv").read_text())
     corpus = (beir_folder / "corpus.jsonl").read_text().splitlines()
-    for bad, message in (
-        ({"_id": "c-x", "title": " ", "text": ""}, "empty text"),
-        ({"_id": "c-x", "text": 7}, "expected text, got int"),
+    for index, (bad, message) in enumerate(
+        [
+            ({"_id": "c-x", "title": " ", "text": ""}, "empty text"),
+            ({"_id": "c-x", "text": 7}, "expected text, got int"),
+        ]
     ):
-        (folder / "corpus.jsonl").write_text("\n".join([*corpus[:3], json.dumps(bad), *corpus[3:]]) + "\n")
+        folder = copy_beir(
+            beir_folder, tmp_path / f"beir-{index}", corpus_lines=[*corpus[:3], json.dumps(bad), *corpus[3:]]
+        )
         with pytest.raises(DataError) as error:
             load_beir(folder, "test")
         assert str(error.value) == f"{folder / 'corpus.jsonl'}, line 4, field 'text': {message}"
@@ -230,15 +236,11 @@ def test_misspelled_column_gets_a_suggestion(tmp_path):
 
 
 def test_duplicate_ids_in_a_beir_corpus(beir_folder, tmp_path):
-    folder = tmp_path / "beir"
-    (folder / "qrels").mkdir(parents=True)
-    (folder / "queries.jsonl").write_text((beir_folder / "queries.jsonl").read_text())
-    (folder / "qrels" / "test.tsv").write_text((beir_folder / "qrels" / "test.tsv").read_text())
     corpus = (beir_folder / "corpus.jsonl").read_text().splitlines()
-    (folder / "corpus.jsonl").write_text("\n".join([*corpus, corpus[0]]) + "\n")  # an exact repeat: fine
-    assert len(load_beir(folder, "test").corpus) == 12
+    repeated = copy_beir(beir_folder, tmp_path / "repeat", corpus_lines=[*corpus, corpus[0]])  # an exact repeat: fine
+    assert len(load_beir(repeated, "test").corpus) == 12
     changed = json.dumps({**json.loads(corpus[0]), "text": "something else"})
-    (folder / "corpus.jsonl").write_text("\n".join([*corpus, changed]) + "\n")
+    folder = copy_beir(beir_folder, tmp_path / "changed", corpus_lines=[*corpus, changed])
     with pytest.raises(DataError) as error:
         load_beir(folder, "test")
     assert str(error.value) == (
