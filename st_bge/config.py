@@ -67,17 +67,28 @@ class ModelArguments:
 class DataArguments:
     """# Data: where the training pairs come from and what is held out for evaluation."""
 
-    dataset_name_or_path: str = field(
+    dataset_name_or_path: str | None = field(
+        default=None,
         metadata={
-            "help": "Training data: a Hub dataset id, a jsonl/json/csv/parquet file, or a BEIR folder "
-            "(corpus.jsonl, queries.jsonl, qrels/<split>.tsv)."
-        }
+            "help": "Training data: a Hub dataset id, a jsonl/json/csv/parquet file, a BEIR folder (corpus.jsonl, "
+            "queries.jsonl, qrels/<split>.tsv) or a LlamaIndex EmbeddingQAFinetuneDataset .json file."
+        },
     )
-    dataset_format: Literal["auto", "pairs", "flagembedding", "beir"] = field(
+    dataset_mixture: dict[str, float] | None = field(
+        default=None,
+        metadata={
+            "help": "Several training sources instead of dataset_name_or_path, each with a sampling weight, e.g. "
+            '{"data/en.jsonl": 2, "data/zh": 1}: a source gives weight / (sum of weights) of the rows of an epoch '
+            "(drawn without or, past its size, with repetition) and every batch comes from one source."
+        },
+    )
+    dataset_format: Literal["auto", "pairs", "flagembedding", "rag_logs", "beir", "llamaindex"] = field(
         default="auto",
         metadata={
             "help": "'pairs': one record per (anchor, positive[, negative...]) with columns named by column_mapping; "
-            "'flagembedding': {query, pos: [...], neg: [...]} lines; 'beir': a BEIR folder; 'auto' detects it."
+            "'flagembedding': {query, pos: [...], neg: [...]} lines; 'rag_logs': {query, retrieved: [{text, "
+            "helpful}, ...]} lines of a RAG system; 'beir': a BEIR folder; 'llamaindex': {queries, corpus, "
+            "relevant_docs}; 'auto' detects it per source."
         },
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
@@ -98,7 +109,7 @@ class DataArguments:
     num_negatives: int | None = field(
         default=None,
         metadata={
-            "help": "Hard negatives per training row (FlagEmbedding data); default: the fewest any record has, at "
+            "help": "Hard negatives per training row (FlagEmbedding data, RAG logs); default: the fewest any record has, at "
             "most 7 (FlagEmbedding's train_group_size 8 = 1 positive + 7 negatives)."
         },
     )
@@ -107,7 +118,10 @@ class DataArguments:
     )
     eval_dataset_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "A BEIR folder to evaluate on (queries, corpus and qrels). Overrides eval_split_size."},
+        metadata={
+            "help": "A retrieval set to evaluate on: a BEIR folder, a LlamaIndex file, or pairs / FlagEmbedding data "
+            "(each anchor a query). Overrides eval_split_size."
+        },
     )
     eval_dataset_split: str = field(default="test", metadata={"help": "qrels split of eval_dataset_name_or_path."})
     eval_split_size: float = field(
@@ -118,6 +132,70 @@ class DataArguments:
         },
     )
     split_seed: int = field(default=42, metadata={"help": "Seed of the train/eval split."})
+
+
+@dataclass
+class QualityArguments:
+    """# Data checks: the quality and leakage report run before training (also `st-bge data check`)."""
+
+    data_check: Literal["enforce", "warn", "off"] = field(
+        default="enforce",
+        metadata={
+            "help": "'enforce': a 'fail' verdict of the data quality report stops training before it starts; "
+            "'warn': report only; 'off': skip the report. The report is saved as data_quality.{json,md}."
+        },
+    )
+    eval_overlap: Literal["report", "refuse"] = field(
+        default="report",
+        metadata={
+            "help": "Queries or positive documents found in both the training and the evaluation data inflate "
+            "the results: 'report' lists the overlap in the report, 'refuse' stops with an error."
+        },
+    )
+
+
+@dataclass
+class MiningArguments:
+    """# Hard negatives: mined with the base model through sentence-transformers' `mine_hard_negatives`."""
+
+    mine_hard_negatives: bool = field(
+        default=False,
+        metadata={"help": "Mine hard negatives for the training rows before training (also `st-bge data mine`)."},
+    )
+    mine_num_negatives: int = field(default=3, metadata={"help": "Negatives kept per (anchor, positive) row."})
+    mine_range_min: int = field(
+        default=0, metadata={"help": "Skip this many top-ranked candidates (the likeliest false negatives)."}
+    )
+    mine_range_max: int | None = field(default=100, metadata={"help": "Consider candidates up to this rank."})
+    mine_absolute_margin: float | None = field(
+        default=None,
+        metadata={"help": "Drop a candidate whose score is above (positive score - margin): a likely false negative."},
+    )
+    mine_relative_margin: float | None = field(
+        default=0.05,
+        metadata={
+            "help": "Drop a candidate whose score is above (1 - margin) x positive score (NV-Retriever's "
+            "positive-aware filter; 0.05 keeps negatives below 95%% of the positive)."
+        },
+    )
+    mine_max_score: float | None = field(
+        default=None, metadata={"help": "Drop a candidate scored above this, whatever the positive's score."}
+    )
+    mine_cross_encoder: str | None = field(
+        default=None, metadata={"help": "A cross-encoder (Hub id or folder) that rescores the candidates."}
+    )
+    mine_sampling_strategy: Literal["top", "random"] = field(
+        default="top", metadata={"help": "Keep the top-scored surviving candidates, or a random sample of them."}
+    )
+    mine_batch_size: int = field(default=64, metadata={"help": "Encoding batch size while mining."})
+    mine_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Cache of mined datasets, keyed by model, data and the mining settings (default "
+            "~/.cache/st-bge/mined, or $ST_BGE_CACHE/mined)."
+        },
+    )
+    mine_use_cache: bool = field(default=True, metadata={"help": "Read and write the mining cache."})
 
 
 @dataclass
@@ -248,6 +326,8 @@ class Recipe:
 
     model: ModelArguments
     data: DataArguments
+    quality: QualityArguments
+    mining: MiningArguments
     loss: LossArguments
     evaluation: EvaluationArguments
     card: CardArguments
@@ -258,13 +338,22 @@ class Recipe:
         """The recipe as plain values (training arguments: only those that differ from the defaults, no secrets)."""
         sections = {
             name: {f.name: getattr(getattr(self, name), f.name) for f in fields(getattr(self, name))}
-            for name in ("model", "data", "loss", "evaluation", "card")
+            for name in ("model", "data", "quality", "mining", "loss", "evaluation", "card")
         }
         sections["training"] = _non_default_training_arguments(self.training)
         return sections
 
 
-SECTIONS = (ModelArguments, DataArguments, LossArguments, EvaluationArguments, CardArguments, TrainingArguments)
+SECTIONS = (
+    ModelArguments,
+    DataArguments,
+    QualityArguments,
+    MiningArguments,
+    LossArguments,
+    EvaluationArguments,
+    CardArguments,
+    TrainingArguments,
+)
 
 
 @dataclass
@@ -414,6 +503,12 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"eval_split_size must be in [0, 1), got {data.eval_split_size}")
     if loss.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {loss.temperature}")
+    if (data.dataset_name_or_path is None) == (data.dataset_mixture is None):
+        raise ConfigError("give the training data as dataset_name_or_path or as dataset_mixture (one of the two)")
+    if data.dataset_mixture is not None and not all(
+        isinstance(weight, (int, float)) and weight > 0 for weight in data.dataset_mixture.values()
+    ):
+        raise ConfigError(f"dataset_mixture weights must be positive numbers, got {data.dataset_mixture}")
     if data.column_mapping is not None and data.dataset_format not in ("auto", "pairs"):
         raise ConfigError(f"column_mapping applies to 'pairs' data, not dataset_format '{data.dataset_format}'")
 

@@ -197,19 +197,35 @@ def test_hub_dataset_id_goes_through_datasets(monkeypatch):
     assert data.train[0] == {"anchor": "how to sort", "positive": "sorted(xs)"}
 
 
-def test_hub_failure_is_one_message(monkeypatch):
+@pytest.mark.parametrize(
+    ("failure", "reason"),
+    [
+        (
+            ConnectionError("Couldn't reach 'someone/pairs' on the Hub (OfflineModeIsEnabled)"),
+            "the Hub could not be reached (HF_HUB_OFFLINE is set) and it is not in the local datasets cache",
+        ),
+        (
+            "not-found",
+            "no such dataset on the Hub (if it is private or gated, log in with `hf auth login` or set HF_TOKEN)",
+        ),
+    ],
+)
+def test_hub_failure_is_one_plain_message(monkeypatch, failure, reason):
     import datasets
+    from datasets.exceptions import DatasetNotFoundError
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach 'someone/pairs' on the Hub (OfflineModeIsEnabled)")
+    def fail(*args, **kwargs):
+        raise (
+            DatasetNotFoundError("Dataset 'someone/pairs' doesn't exist on the Hub")
+            if failure == "not-found"
+            else failure
+        )
 
-    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(datasets, "load_dataset", fail)
     with pytest.raises(DataError) as error:
         load("someone/pairs")
-    assert str(error.value) == (
-        "someone/pairs: no such local file or folder, and it could not be loaded as a Hub dataset (split 'train'): "
-        "ConnectionError: Couldn't reach 'someone/pairs' on the Hub (OfflineModeIsEnabled)"
-    )
+    assert str(error.value) == f"someone/pairs: not a local file or folder, and {reason}"
 
 
 def test_beir_corpus_with_an_empty_or_non_text_document(beir_folder, tmp_path):

@@ -1,16 +1,21 @@
-"""Data stage: recipe `DataArguments` -> training rows (anchor, positive, negative_*) + a retrieval eval set."""
+"""Data stage: recipe `DataArguments` -> training rows (anchor, positive, negative_*) + a retrieval eval set.
+
+Training rows come from one source (`dataset_name_or_path`) or several (`dataset_mixture`, one
+`datasets.DatasetDict` entry per source, so that sentence-transformers draws every batch from one source).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import Dataset
+from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from st_bge.config import DataArguments
 from st_bge.data.formats import detect_format, records_to_dataset
-from st_bge.data.retrieval_set import RetrievalSet, is_beir_folder, load_beir
+from st_bge.data.retrieval_set import RetrievalSet, is_beir_folder, is_llamaindex_file, load_beir, load_llamaindex
 from st_bge.data.sources import read_records
 from st_bge.errors import DataError
 
@@ -18,24 +23,31 @@ __all__ = ["RetrievalSet", "TrainingData", "load_beir", "load_retrieval_set", "l
 
 logger = logging.getLogger(__name__)
 
+RETRIEVAL_SET_FORMATS = ("beir", "llamaindex")
+
 
 @dataclass
 class TrainingData:
-    """What the trainer needs: the training rows and, optionally, a retrieval set to evaluate on."""
+    """What the trainer needs: the training rows (one Dataset, or one per source) and, optionally, an eval set."""
 
-    train: Dataset
+    train: Dataset | DatasetDict
     eval: RetrievalSet | None
     source: str
     format: str
 
+    @property
+    def train_sets(self) -> dict[str, Dataset]:
+        """The training rows by source name (one entry for a single source)."""
+        return dict(self.train) if isinstance(self.train, DatasetDict) else {self.source: self.train}
+
     def summary(self) -> dict[str, object]:
         """Sizes and columns only (no text), safe for a public model card and the logs."""
-        summary: dict[str, object] = {
-            "source": self.source,
-            "format": self.format,
-            "train_rows": len(self.train),
-            "columns": self.train.column_names,
-        }
+        summary: dict[str, object] = {"source": self.source, "format": self.format}
+        if isinstance(self.train, DatasetDict):
+            summary["train_rows"] = sum(len(rows) for rows in self.train.values())
+            summary["train_rows_per_source"] = {name: len(rows) for name, rows in self.train.items()}
+        else:
+            summary.update(train_rows=len(self.train), columns=self.train.column_names)
         if self.eval is not None:
             summary.update({f"eval_{key}": value for key, value in self.eval.summary().items()})
         return summary
@@ -43,18 +55,47 @@ class TrainingData:
 
 def load_training_data(args: DataArguments) -> TrainingData:
     """Read, convert and split the recipe's data, failing on the first bad record before any training."""
-    source = args.dataset_name_or_path
-    data_format = args.dataset_format
-    if data_format == "auto" and is_beir_folder(source):
-        data_format = "beir"
     eval_set = (
-        load_beir(args.eval_dataset_name_or_path, args.eval_dataset_split) if args.eval_dataset_name_or_path else None
+        load_retrieval_set(args.eval_dataset_name_or_path, args.eval_dataset_split)
+        if args.eval_dataset_name_or_path
+        else None
     )
+    hold_out = eval_set is None and args.eval_split_size > 0
+    if args.dataset_mixture is None:
+        train, held_out, data_format = _load_source(args.dataset_name_or_path, args, hold_out=hold_out)
+        data = TrainingData(
+            train=train, eval=eval_set or held_out, source=args.dataset_name_or_path, format=data_format
+        )
+    else:
+        data = _load_mixture(args, eval_set, hold_out=hold_out)
+    for name, rows in data.train_sets.items():
+        if len(rows) == 0:
+            raise DataError(name, "no training rows left")
+    logger.info("Data: %s", data.summary())
+    return data
 
-    if data_format == "beir":
-        retrieval_set = load_beir(source, args.dataset_split)
-        if eval_set is None and args.eval_split_size > 0:
-            retrieval_set, eval_set = retrieval_set.split(args.eval_split_size, args.split_seed)
+
+def load_retrieval_set(name_or_path: str, split: str = "test") -> RetrievalSet:
+    """A retrieval set from a BEIR folder (qrels `split`), a LlamaIndex file, or training-style data (pairs,
+    FlagEmbedding, RAG logs or a Hub dataset split): each distinct anchor is a query, its positives are relevant,
+    every text is in the corpus."""
+    if is_beir_folder(name_or_path):
+        return load_beir(name_or_path, split)
+    if is_llamaindex_file(name_or_path):
+        return load_llamaindex(name_or_path)
+    records = read_records(name_or_path, split=split)
+    rows = records_to_dataset(records, detect_format(records))
+    return RetrievalSet.from_training_dataset(rows, name=Path(name_or_path).stem)
+
+
+def _load_source(source: str, args: DataArguments, *, hold_out: bool) -> tuple[Dataset, RetrievalSet | None, str]:
+    """One source's training rows, the queries held out of them for evaluation (if `hold_out`), and its format."""
+    data_format = _detect_source_format(source, args.dataset_format)
+    held_out = None
+    if data_format in RETRIEVAL_SET_FORMATS:
+        retrieval_set = load_beir(source, args.dataset_split) if data_format == "beir" else load_llamaindex(source)
+        if hold_out:
+            retrieval_set, held_out = retrieval_set.split(args.eval_split_size, args.split_seed)
         train = retrieval_set.to_training_dataset()
     else:
         records = read_records(
@@ -62,26 +103,62 @@ def load_training_data(args: DataArguments) -> TrainingData:
         )
         data_format = detect_format(records) if data_format == "auto" else data_format
         train = records_to_dataset(records, data_format, args.num_negatives, args.column_mapping)
-        if eval_set is None and args.eval_split_size > 0:
-            train, eval_set = _split_rows_by_anchor(train, args.eval_split_size, args.split_seed, name=source)
-
+        if hold_out:
+            train, held_out = _split_rows_by_anchor(train, args.eval_split_size, args.split_seed, name=source)
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
-    if len(train) == 0:
-        raise DataError(source, "no training rows left")
-    data = TrainingData(train=train, eval=eval_set, source=source, format=data_format)
-    logger.info("Data: %s", data.summary())
-    return data
+    return train, held_out, data_format
 
 
-def load_retrieval_set(name_or_path: str, split: str = "test") -> RetrievalSet:
-    """A retrieval set from a BEIR folder (qrels `split`), or from training-style data (pairs, FlagEmbedding or a
-    Hub dataset split): each distinct anchor is a query, its positives are relevant, every text is in the corpus."""
-    if is_beir_folder(name_or_path):
-        return load_beir(name_or_path, split)
-    records = read_records(name_or_path, split=split)
-    rows = records_to_dataset(records, detect_format(records))
-    return RetrievalSet.from_training_dataset(rows, name=Path(name_or_path).stem)
+def _detect_source_format(source: str, data_format: str) -> str:
+    if data_format != "auto":
+        return data_format
+    if is_beir_folder(source):
+        return "beir"
+    if is_llamaindex_file(source):
+        return "llamaindex"
+    return "auto"  # decided from the records once they are read
+
+
+def _load_mixture(args: DataArguments, eval_set: RetrievalSet | None, *, hold_out: bool) -> TrainingData:
+    """Every source of `dataset_mixture`, resized to its weight's share of the rows; held-out queries of all
+    sources form one eval set (ids prefixed by source)."""
+    names = _source_names(list(args.dataset_mixture))
+    loaded = {names[source]: _load_source(source, args, hold_out=hold_out) for source in args.dataset_mixture}
+    total_rows = sum(len(train) for train, _, _ in loaded.values())
+    total_weight = sum(args.dataset_mixture.values())
+    train = DatasetDict(
+        {
+            names[source]: _resize(
+                loaded[names[source]][0], round(total_rows * weight / total_weight), args.split_seed
+            )
+            for source, weight in args.dataset_mixture.items()
+        }
+    )
+    if hold_out:
+        eval_set = RetrievalSet.merge({name: held_out for name, (_, held_out, _) in loaded.items()}, name="mixture")
+    formats = sorted({data_format for _, _, data_format in loaded.values()})
+    return TrainingData(train=train, eval=eval_set, source=", ".join(args.dataset_mixture), format="+".join(formats))
+
+
+def _source_names(sources: list[str]) -> dict[str, str]:
+    """Short, unique dataset names for the sources (folder or file stem), used in logs and per-source losses."""
+    names: dict[str, str] = {}
+    for source in sources:
+        base = re.sub(r"[^\w.-]+", "_", Path(source).stem if Path(source).exists() else source).strip("_") or "data"
+        name, n = base, 2
+        while name in names.values():
+            name, n = f"{base}_{n}", n + 1
+        names[source] = name
+    return names
+
+
+def _resize(rows: Dataset, size: int, seed: int) -> Dataset:
+    """`size` rows drawn from `rows` (seeded): a sample if smaller, whole repeats plus a sample if larger."""
+    size = max(size, 1)
+    repeats, remainder = divmod(size, len(rows))
+    sample = rows.shuffle(seed=seed).select(range(remainder))
+    return concatenate_datasets([rows] * repeats + [sample]) if repeats else sample
 
 
 def _split_rows_by_anchor(train: Dataset, eval_size: float, seed: int, name: str) -> tuple[Dataset, RetrievalSet]:

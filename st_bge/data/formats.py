@@ -1,31 +1,55 @@
 """Turn raw records into sentence-transformers training columns: anchor, positive, negative_1 ... negative_n.
 
-Two record shapes are understood here (BEIR folders are in `retrieval_set.py`):
+Three record shapes are understood here (BEIR folders and LlamaIndex files are in `retrieval_set.py`):
 - 'pairs': one record per training row, with columns named by `column_mapping`
   (default: `anchor`, `positive` and any `negative*` columns);
-- 'flagembedding': FlagEmbedding's `{"query": str, "pos": [str, ...], "neg": [str, ...]}`, one row per positive.
+- 'flagembedding': FlagEmbedding's `{"query": str, "pos": [str, ...], "neg": [str, ...]}`, one row per positive;
+- 'rag_logs': a RAG system's retrieval log, one line per query with what it retrieved, in rank order, and which
+  documents the user found helpful: `{"query": str, "retrieved": [{"text": str, "helpful": bool}, ...]}`.
+  Helpful documents are positives; unhelpful ones ranked `RAG_LOG_FIRST_NEGATIVE_RANK` or lower are negatives.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from datasets import Dataset
 
 from st_bge.data.sources import Records
 from st_bge.errors import DataError
 
+logger = logging.getLogger(__name__)
+
 FLAGEMBEDDING_KEYS = ("query", "pos")
+RAG_LOG_KEYS = ("query", "retrieved")
 # FlagEmbedding's default train_group_size is 8: one positive and seven negatives per query.
 DEFAULT_MAX_NEGATIVES = 7
+# An unhelpful document in the top 3 was probably read and may well be relevant (the user had their answer, or
+# another document said the same); lower-ranked ones are safer negatives.
+RAG_LOG_FIRST_NEGATIVE_RANK = 4
+
+
+@dataclass(frozen=True)
+class QueryGroup:
+    """One query with its positives and negatives, and where it came from (for error messages)."""
+
+    line: int
+    query: str
+    positives: list[str]
+    negatives: list[str]
+    negatives_field: str
 
 
 def detect_format(records: Records) -> str:
-    """'flagembedding' if the first record has `query` and a list `pos`, else 'pairs'."""
+    """'flagembedding' for `query` + a list `pos`, 'rag_logs' for `query` + a list `retrieved`, else 'pairs'."""
     first = records.rows[0].values
-    if all(key in first for key in FLAGEMBEDDING_KEYS) and isinstance(first["pos"], list):
+    if "query" in first and isinstance(first.get("pos"), list):
         return "flagembedding"
+    if "query" in first and isinstance(first.get("retrieved"), list):
+        return "rag_logs"
     return "pairs"
 
 
@@ -35,9 +59,11 @@ def records_to_dataset(
     num_negatives: int | None = None,
     column_mapping: Mapping[str, str] | None = None,
 ) -> Dataset:
-    """Training rows from records of `data_format` ('flagembedding' or 'pairs')."""
+    """Training rows from records of `data_format` ('flagembedding', 'rag_logs' or 'pairs')."""
     if data_format == "flagembedding":
         return flagembedding_to_dataset(records, num_negatives)
+    if data_format == "rag_logs":
+        return rag_logs_to_dataset(records, num_negatives)
     return pairs_to_dataset(records, column_mapping)
 
 
@@ -75,10 +101,7 @@ def pairs_to_dataset(records: Records, column_mapping: Mapping[str, str] | None 
     for record in records.rows:
         for target in targets:
             source_column = column_mapping[target]
-            if source_column not in record.values:
-                close = difflib.get_close_matches(source_column, list(record.values), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise DataError(records.source, f"missing column{hint}", line=record.line, field=source_column)
+            _require(records.source, record.line, record.values, (source_column,), noun="column")
             data[target].append(_text(records.source, record.line, source_column, record.values[source_column]))
     return Dataset.from_dict(data)
 
@@ -94,34 +117,114 @@ def flagembedding_to_dataset(records: Records, num_negatives: int | None = None)
     Raises:
         DataError: a missing or empty field, or a record with fewer negatives than `num_negatives`.
     """
-    parsed = []
+    groups = []
     for record in records.rows:
         values = record.values
-        for key in FLAGEMBEDDING_KEYS:
-            if key not in values:
-                raise DataError(records.source, "missing field", line=record.line, field=key)
+        _require(records.source, record.line, values, FLAGEMBEDDING_KEYS)
         query = _text(records.source, record.line, "query", values["query"])
         positives = _text_list(records.source, record.line, "pos", values["pos"])
         negatives = _text_list(records.source, record.line, "neg", values.get("neg", []), allow_empty=True)
-        parsed.append((record.line, query, positives, negatives))
-    if num_negatives is None:
-        num_negatives = min(DEFAULT_MAX_NEGATIVES, *(len(negatives) for *_, negatives in parsed))
-    data: dict[str, list[str]] = {"anchor": [], "positive": []}
-    data.update({f"negative_{i}": [] for i in range(1, num_negatives + 1)})
-    for line, query, positives, negatives in parsed:
-        if len(negatives) < num_negatives:
+        groups.append(QueryGroup(record.line, query, positives, negatives, negatives_field="neg"))
+    return groups_to_dataset(records.source, groups, num_negatives)
+
+
+def rag_logs_to_dataset(records: Records, num_negatives: int | None = None) -> Dataset:
+    """Rows of (anchor, positive, negative_1..n) from a RAG retrieval log: one row per helpful document.
+
+    A query without any helpful document teaches nothing about what is relevant and is skipped (and counted in
+    the log); an unhelpful document above `RAG_LOG_FIRST_NEGATIVE_RANK` is neither positive nor negative.
+
+    Raises:
+        DataError: a missing field, an empty text, `helpful` that is not true/false, or no helpful document at all.
+    """
+    groups = []
+    for record in records.rows:
+        values = record.values
+        _require(records.source, record.line, values, RAG_LOG_KEYS)
+        query = _text(records.source, record.line, "query", values["query"])
+        retrieved = values["retrieved"]
+        if not isinstance(retrieved, list):
             raise DataError(
                 records.source,
-                f"has {len(negatives)} negatives, fewer than num_negatives={num_negatives}",
-                line=line,
-                field="neg",
+                f"expected a list of documents, got {type(retrieved).__name__}",
+                line=record.line,
+                field="retrieved",
             )
-        for positive in positives:
-            data["anchor"].append(query)
+        positives, negatives = [], []
+        for rank, item in enumerate(retrieved, start=1):
+            text, helpful = _retrieved_document(records.source, record.line, f"retrieved[{rank - 1}]", item)
+            if helpful:
+                positives.append(text)
+            elif rank >= RAG_LOG_FIRST_NEGATIVE_RANK:
+                negatives.append(text)
+        if positives:
+            groups.append(QueryGroup(record.line, query, positives, negatives, negatives_field="retrieved"))
+    if not groups:
+        raise DataError(records.source, "no query has a helpful document, so there are no positives to train on")
+    if len(groups) < len(records.rows):
+        logger.info(
+            "%s: %d of %d queries have no helpful document and are skipped",
+            records.source,
+            len(records.rows) - len(groups),
+            len(records.rows),
+        )
+    return groups_to_dataset(records.source, groups, num_negatives)
+
+
+def groups_to_dataset(source: str, groups: list[QueryGroup], num_negatives: int | None = None) -> Dataset:
+    """One (anchor, positive, negative_1..n) row per positive of each group, every row with n negatives.
+
+    Raises:
+        DataError: a group has fewer negatives than `num_negatives`.
+    """
+    if num_negatives is None:
+        num_negatives = min(DEFAULT_MAX_NEGATIVES, *(len(group.negatives) for group in groups))
+    data: dict[str, list[str]] = {"anchor": [], "positive": []}
+    data.update({f"negative_{i}": [] for i in range(1, num_negatives + 1)})
+    for group in groups:
+        if len(group.negatives) < num_negatives:
+            raise DataError(
+                source,
+                f"has {len(group.negatives)} negatives, fewer than num_negatives={num_negatives}",
+                line=group.line,
+                field=group.negatives_field,
+            )
+        for positive in group.positives:
+            data["anchor"].append(group.query)
             data["positive"].append(positive)
             for i in range(num_negatives):
-                data[f"negative_{i + 1}"].append(negatives[i])
+                data[f"negative_{i + 1}"].append(group.negatives[i])
     return Dataset.from_dict(data)
+
+
+def _retrieved_document(source: str, line: int, field: str, item: object) -> tuple[str, bool]:
+    if not isinstance(item, dict):
+        raise DataError(
+            source, f"expected an object with 'text' and 'helpful', got {type(item).__name__}", line=line, field=field
+        )
+    _require(source, line, item, ("text", "helpful"), prefix=f"{field}.")
+    if not isinstance(item["helpful"], bool):
+        raise DataError(
+            source, f"expected true or false, got {item['helpful']!r}", line=line, field=f"{field}.helpful"
+        )
+    return _text(source, line, f"{field}.text", item["text"]), item["helpful"]
+
+
+def _require(
+    source: str,
+    line: int,
+    values: Mapping[str, object],
+    keys: tuple[str, ...],
+    *,
+    prefix: str = "",
+    noun: str = "field",
+) -> None:
+    """Raise for the first of `keys` missing from `values`, suggesting a close spelling that is there."""
+    for key in keys:
+        if key not in values:
+            close = difflib.get_close_matches(key, list(values), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise DataError(source, f"missing {noun}{hint}", line=line, field=f"{prefix}{key}")
 
 
 def _is_negative(name: str) -> bool:

@@ -1,12 +1,16 @@
-"""Retrieval sets (queries + corpus + graded qrels), read from BEIR folders, split by query, turned into pairs.
+"""Retrieval sets (queries + corpus + graded qrels), read from BEIR folders or LlamaIndex files, split by query,
+turned into pairs.
 
 A BEIR folder is `corpus.jsonl` (`_id`, `title`, `text`), `queries.jsonl` (`_id`, `text`) and
-`qrels/<split>.tsv` (`query-id`, `corpus-id`, `score` with a header line). It is both the usual evaluation
-format and a training source: each (query, relevant document) pair is one training row.
+`qrels/<split>.tsv` (`query-id`, `corpus-id`, `score` with a header line). A LlamaIndex
+`EmbeddingQAFinetuneDataset` file is one JSON object `{"queries": {id: text}, "corpus": {id: text},
+"relevant_docs": {query id: [doc id, ...]}}`. Both are the usual evaluation formats and also training sources:
+each (query, relevant document) pair is one training row.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -97,6 +101,71 @@ class RetrievalSet:
             qrels=qrels,
             name=name,
         )
+
+    @classmethod
+    def merge(cls, sets: dict[str, RetrievalSet], name: str) -> RetrievalSet:
+        """One set from several (e.g. one per language), ids prefixed with the set's key so that none collide."""
+        queries, corpus, qrels = {}, {}, {}
+        for key, part in sets.items():
+            queries.update({f"{key}/{qid}": text for qid, text in part.queries.items()})
+            corpus.update({f"{key}/{did}": text for did, text in part.corpus.items()})
+            for qid, docs in part.qrels.items():
+                qrels[f"{key}/{qid}"] = {f"{key}/{did}": grade for did, grade in docs.items()}
+        return cls(queries=queries, corpus=corpus, qrels=qrels, name=name)
+
+
+LLAMAINDEX_KEYS = ("queries", "corpus", "relevant_docs")
+
+
+def is_llamaindex_file(path: str | Path) -> bool:
+    """A `.json` file that names LlamaIndex's `queries`, `corpus` and `relevant_docs` keys."""
+    path = Path(path)
+    if not (path.is_file() and path.suffix.lower() == ".json"):
+        return False
+    text = "\n".join(read_text_lines(path))
+    return all(f'"{key}"' in text for key in LLAMAINDEX_KEYS)
+
+
+def load_llamaindex(path: str | Path) -> RetrievalSet:
+    """Read a LlamaIndex `EmbeddingQAFinetuneDataset` JSON file (as `generate_qa_embedding_pairs` saves it).
+
+    Raises:
+        DataError: malformed JSON, a missing key, an empty text, or `relevant_docs` naming unknown ids.
+    """
+    path = Path(path)
+    text = "\n".join(read_text_lines(path))
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise DataError(path, f"malformed JSON: {error.msg} (column {error.colno})", line=error.lineno) from None
+    for key in LLAMAINDEX_KEYS:
+        if not isinstance(data.get(key), dict):
+            raise DataError(path, "missing, or not an object of id -> value", field=key)
+    queries = _id_texts(path, "queries", data["queries"])
+    corpus = _id_texts(path, "corpus", data["corpus"])
+    qrels: dict[str, dict[str, int]] = {}
+    for query_id, doc_ids in data["relevant_docs"].items():
+        where = f"relevant_docs.{query_id}"
+        if query_id not in queries:
+            raise DataError(path, f"unknown query id '{query_id}' (not in queries)", field=where)
+        if not isinstance(doc_ids, list) or not doc_ids:
+            raise DataError(path, "expected a non-empty list of document ids", field=where)
+        for doc_id in doc_ids:
+            if doc_id not in corpus:
+                raise DataError(path, f"unknown document id '{doc_id}' (not in corpus)", field=where)
+        qrels[query_id] = dict.fromkeys(doc_ids, 1)
+    if not qrels:
+        raise DataError(path, "no relevant documents", field="relevant_docs")
+    return RetrievalSet(queries={qid: queries[qid] for qid in qrels}, corpus=corpus, qrels=qrels, name=path.stem)
+
+
+def _id_texts(path: Path, key: str, values: dict[str, object]) -> dict[str, str]:
+    for item_id, text in values.items():
+        if not isinstance(text, str):
+            raise DataError(path, f"expected text, got {type(text).__name__}", field=f"{key}.{item_id}")
+        if not text.strip():
+            raise DataError(path, "empty text", field=f"{key}.{item_id}")
+    return dict(values)
 
 
 def is_beir_folder(path: str | Path) -> bool:

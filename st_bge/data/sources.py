@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,9 +142,19 @@ def _read_hub(name: str, *, split: str, config_name: str | None, revision: str |
     try:
         dataset = datasets.load_dataset(name, config_name, split=split, revision=revision)
     except Exception as error:  # datasets raises many types; the user needs the reason, not the trace
-        raise DataError(
-            name,
-            f"no such local file or folder, and it could not be loaded as a Hub dataset (split '{split}'): "
-            f"{type(error).__name__}: {error}",
-        ) from None
+        raise DataError(name, f"not a local file or folder, and {_hub_failure(error, split)}") from None
     return [Record(number, values) for number, values in enumerate(dataset, start=1)]
+
+
+def _hub_failure(error: Exception, split: str) -> str:
+    """One plain sentence for why a Hub dataset could not be loaded, instead of a stack of HTTP errors."""
+    from datasets.exceptions import DatasetNotFoundError
+
+    if isinstance(error, DatasetNotFoundError):
+        return "no such dataset on the Hub (if it is private or gated, log in with `hf auth login` or set HF_TOKEN)"
+    if isinstance(error, ConnectionError) or "OfflineModeIsEnabled" in str(error):
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "") else ""
+        return f"the Hub could not be reached{offline} and it is not in the local datasets cache"
+    if isinstance(error, ValueError) and "split" in str(error).lower():
+        return f"it has no split '{split}': {error}"
+    return f"it could not be loaded from the Hub: {type(error).__name__}: {error}"
