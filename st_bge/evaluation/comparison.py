@@ -17,6 +17,7 @@ from typing import Any
 from ranx import Qrels, Run, compare
 
 from st_bge.evaluation.metrics import evaluate_run, quiet_numba
+from st_bge.markdown import markdown_table
 
 STAT_TESTS = {"student": "paired t-test", "fisher": "Fisher's randomisation test"}
 FISHER_PERMUTATIONS = 1000
@@ -102,13 +103,6 @@ class ModelComparison:
         paths[1].write_text(f"## {title}\n\n{self.to_markdown()}\n", encoding="utf-8")
         paths[2].write_text(self.latex, encoding="utf-8")
         return paths
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """A GitHub/Hub markdown table, first column left-aligned, the others right-aligned."""
-    lines = ["| " + " | ".join(header) + " |", "|:--" + "|--:" * (len(header) - 1) + "|"]
-    lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def compare_runs(

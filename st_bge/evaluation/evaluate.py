@@ -29,10 +29,11 @@ from st_bge.evaluation.analysis import (
     write_failures_csv,
 )
 from st_bge.evaluation.cache import EmbeddingCache
-from st_bge.evaluation.comparison import ModelComparison, compare_runs, markdown_table
+from st_bge.evaluation.comparison import ModelComparison, compare_runs
 from st_bge.evaluation.metrics import per_query_scores, to_qrels
 from st_bge.evaluation.plots import plot_embedding_maps, plot_metric_bars, plot_per_query_deltas
 from st_bge.evaluation.retrieval import retrieve
+from st_bge.markdown import markdown_table
 from st_bge.modeling import load_model
 
 logger = logging.getLogger(__name__)
