@@ -1,0 +1,589 @@
+"""Hard negatives mined with sentence-transformers' `mine_hard_negatives`, with an account of every candidate.
+
+Mining ranks the corpus for each query with the base model and takes the best-ranked documents that are not
+the query's positive as its negatives. The best-ranked are also the likeliest *false* negatives: documents that
+answer the query as well as the labelled positive, which training would then push away. The guards below drop
+such candidates, in the order sentence-transformers applies them:
+
+1. known positive: a document that is a positive of the same query (a query with several rows has several);
+2. absolute margin: score > positive score - margin;
+3. relative margin: score > positive score - |positive score| x margin. This is NV-Retriever's positive-aware
+   filter ("TopK-PercPos", arXiv 2407.15831): a margin of 0.05 keeps only candidates scored below 95% of the
+   positive, the setting that trained the best retrievers in that paper;
+4. max score: score > max_score, whatever the positive scores;
+5. rank window: then the `range_min` best-ranked survivors of 1-4 are skipped too.
+
+Margins compare against the query's *lowest* positive score (its hardest positive). With a cross-encoder, 2-4 and
+the ranking of the survivors use its scores instead of the embeddings'.
+
+sentence-transformers prints some of these numbers but returns none, so `mine_negatives` replays its selection on
+the very scores it used (the embeddings it cached, the cross-encoder scores it asked for) and checks that the
+replay picked exactly the negatives in its output. Each candidate (a query's top `range_max` + the most positives
+any query has, as sentence-transformers retrieves them) ends in exactly one bucket:
+
+    candidates = dropped_known_positive + dropped_absolute_margin + dropped_relative_margin + dropped_max_score
+                 + dropped_rank_window + unused + kept + discarded_incomplete
+
+`unused`: passed every guard but was not needed (beyond range_max, or more than num_negatives); `kept`: a negative
+of its query in the mined rows (counted once per query, though a query with several positives has several rows);
+`discarded_incomplete`: passed every guard, but its query found fewer than num_negatives, and
+sentence-transformers drops such rows whole.
+
+Mined datasets are cached on disk, keyed by the model's weights, the data and the settings: mining costs an
+encoding pass over the corpus, and reruns (another learning rate, a resumed job) would mine the same again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import shutil
+import tempfile
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sentence_transformers
+import torch
+from datasets import Dataset, load_from_disk
+from sentence_transformers import CrossEncoder, SentenceTransformer
+from sentence_transformers.util import mine_hard_negatives
+
+from st_bge.config import MiningArguments
+from st_bge.errors import DataError
+from st_bge.evaluation.cache import default_cache_dir, model_fingerprint
+
+logger = logging.getLogger(__name__)
+
+SEED = 42  # of "random" sampling and of the dropped sample: the same data mines the same negatives
+SAMPLE_SIZE = 20
+SIMILARITY_CHUNK = 16384  # queries scored at once; passed to sentence-transformers too, so both chunk alike
+REPORT_FILE = "mining_report.json"
+SAMPLE_FILE = "mining_dropped_sample.jsonl"
+DATASET_FOLDER = "dataset"
+
+GUARDS = (
+    "dropped_known_positive",
+    "dropped_absolute_margin",
+    "dropped_relative_margin",
+    "dropped_max_score",
+    "dropped_rank_window",
+)
+BUCKETS = (*GUARDS, "unused", "kept", "discarded_incomplete")
+CODE = {bucket: code for code, bucket in enumerate(BUCKETS)}
+ALIVE, PADDING = len(BUCKETS), len(BUCKETS) + 1  # not yet decided; an empty slot (corpus smaller than the window)
+# Guards that drop a candidate on a heuristic, so a person may want to check them (a known positive is certain).
+HEURISTIC_GUARDS = GUARDS[1:]
+SCORE_GUARDS = ("dropped_absolute_margin", "dropped_relative_margin", "dropped_max_score")
+
+
+@dataclass
+class MiningResult:
+    """The mined rows (anchor, positive, negative_1..n) and what the guards did to get them.
+
+    `counts` holds the buckets of the module docstring plus row totals (`rows` = `duplicate_rows` + `rows_mined`
+    + `rows_without_enough_negatives`) and `dropped_by_cross_encoder_only` (of the score-guard drops, those the
+    embedding scores alone would have kept). `dropped_sample` is a seeded sample of heuristic drops to inspect.
+    """
+
+    dataset: Dataset
+    counts: dict[str, int]
+    dropped_sample: list[dict[str, Any]]
+    settings: dict[str, Any]
+    from_cache: bool = False
+
+    def to_markdown(self) -> str:
+        """The buckets as a table with their share of the candidates, and the row totals."""
+        candidates = self.counts["candidates"]
+        lines = ["| Candidates | Count | Share |", "|---|---:|---:|", f"| candidates | {candidates:,} | 100% |"]
+        names = [*BUCKETS, "dropped_by_cross_encoder_only"] if self.settings["cross_encoder"] else BUCKETS
+        for name in names:
+            share = self.counts[name] / candidates if candidates else 0.0
+            lines.append(f"| {name} | {self.counts[name]:,} | {share:.1%} |")
+        lines += [
+            "",
+            f"Rows: {self.counts['rows_mined']:,} of {self.counts['rows']:,} mined, "
+            f"{self.counts['rows_without_enough_negatives']:,} dropped for want of "
+            f"{self.settings['num_negatives']} negatives, {self.counts['duplicate_rows']:,} duplicates merged.",
+        ]
+        return "\n".join(lines)
+
+    def save(self, output_dir: str | Path) -> None:
+        """Write `mining_report.json` (counts and settings, no text: safe to publish) and the dropped sample as
+        `mining_dropped_sample.jsonl` (training text: for a person to read, not for a public card)."""
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        report = {"counts": self.counts, "settings": self.settings, "from_cache": self.from_cache}
+        (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        lines = [json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.dropped_sample]
+        (output_dir / SAMPLE_FILE).write_text("".join(lines), encoding="utf-8")
+
+
+def mine_negatives(
+    train: Dataset,
+    model: SentenceTransformer,
+    args: MiningArguments,
+    *,
+    corpus: list[str] | None = None,
+    source: str = "training data",
+) -> MiningResult:
+    """Mine `args.mine_num_negatives` hard negatives per (anchor, positive) row with `model`.
+
+    Negative columns already in `train` are replaced; other extra columns are dropped (sentence-transformers keeps
+    anchor and positive only). Rows whose query has too few candidates left are dropped, as sentence-transformers
+    does, and counted. The candidates are the positives of all rows plus `corpus`.
+
+    Raises:
+        DataError: `train` lacks an anchor or positive column or is empty, or the settings leave no negatives.
+    """
+    _validate(train, args, source)
+    pairs = train.select_columns(["anchor", "positive"])
+    cross_encoder = _load_cross_encoder(args)
+    settings = _settings(args, _range_max(args, _max_positives(pairs["anchor"])), cross_encoder)
+    entry = _cache_entry(args, model, cross_encoder, pairs, corpus, settings)
+    if entry is not None and entry.is_dir():
+        logger.info("Mined negatives from cache: %s", entry)
+        return _load_entry(entry)
+    result = _mine(pairs, model, cross_encoder, args, corpus, settings)
+    logger.info("Hard-negative mining:\n%s", result.to_markdown())
+    if entry is not None:
+        _store_entry(result, entry)
+    return result
+
+
+def _validate(train: Dataset, args: MiningArguments, source: str) -> None:
+    for column in ("anchor", "positive"):
+        if column not in train.column_names:
+            raise DataError(source, f"mining needs this column; the data has {train.column_names}", field=column)
+    if len(train) == 0:
+        raise DataError(source, "no rows to mine hard negatives for")
+    if args.mine_num_negatives < 1:
+        raise DataError(source, f"must be at least 1, got {args.mine_num_negatives}", field="mine_num_negatives")
+    if args.mine_range_min < 0:
+        raise DataError(source, f"must be 0 or more, got {args.mine_range_min}", field="mine_range_min")
+    if args.mine_range_max is None:
+        return  # derived in _range_max, always wide enough
+    if args.mine_range_min >= args.mine_range_max:
+        raise DataError(
+            source,
+            f"mine_range_min ({args.mine_range_min}) must be below mine_range_max ({args.mine_range_max})",
+            field="mine_range_min",
+        )
+    if args.mine_num_negatives > args.mine_range_max - args.mine_range_min:
+        raise DataError(
+            source,
+            f"{args.mine_num_negatives} negatives do not fit in ranks {args.mine_range_min}..{args.mine_range_max}",
+            field="mine_num_negatives",
+        )
+
+
+def _max_positives(anchors: Sequence[str]) -> int:
+    """Rows of the most frequent anchor, counted as sentence-transformers does (repeated pairs included)."""
+    return Counter(anchors).most_common(1)[0][1]
+
+
+def _score_guards_set(args: MiningArguments) -> bool:
+    return any(
+        value is not None for value in (args.mine_absolute_margin, args.mine_relative_margin, args.mine_max_score)
+    )
+
+
+def _range_max(args: MiningArguments, max_positives: int) -> int:
+    """`mine_range_max`, or sentence-transformers' own default for None (room for 10x the negatives when score
+    guards may drop some). Resolved here so that the replay and the cache key use the value it used."""
+    if args.mine_range_max is not None:
+        return args.mine_range_max
+    room = 10 * args.mine_num_negatives if _score_guards_set(args) else args.mine_num_negatives
+    return args.mine_range_min + room + max_positives
+
+
+def _load_cross_encoder(args: MiningArguments) -> CrossEncoder | None:
+    if args.mine_cross_encoder is None:
+        return None
+    if not _score_guards_set(args):
+        # sentence-transformers only rescores for the score guards; loading it would only cost time.
+        logger.warning("mine_cross_encoder is ignored: it only rescores for a margin or mine_max_score")
+        return None
+    return CrossEncoder(args.mine_cross_encoder)
+
+
+def _settings(args: MiningArguments, range_max: int, cross_encoder: CrossEncoder | None) -> dict[str, Any]:
+    """Everything that decides the mined rows (not the batch size or the cache options)."""
+    return {
+        "num_negatives": args.mine_num_negatives,
+        "range_min": args.mine_range_min,
+        "range_max": range_max,
+        "absolute_margin": args.mine_absolute_margin,
+        "relative_margin": args.mine_relative_margin,
+        "max_score": args.mine_max_score,
+        "cross_encoder": args.mine_cross_encoder if cross_encoder is not None else None,
+        "sampling_strategy": args.mine_sampling_strategy,
+        "seed": SEED,
+        "sentence_transformers": sentence_transformers.__version__,
+    }
+
+
+# ---- cache ---------------------------------------------------------------------------------------------------
+
+
+def default_mining_cache_dir() -> Path:
+    """`mined` beside the embedding cache: `$ST_BGE_CACHE/mined`, else `~/.cache/st-bge/mined`."""
+    return default_cache_dir().parent / "mined"
+
+
+def _data_digest(pairs: Dataset, corpus: Sequence[str] | None) -> str:
+    # Length-prefixed, so that no two different lists of texts give the same bytes. None and [] mine alike.
+    digest = hashlib.blake2b(digest_size=16)
+    for texts in (pairs["anchor"], pairs["positive"], corpus or []):
+        digest.update(len(texts).to_bytes(8, "little"))
+        for text in texts:
+            encoded = text.encode()
+            digest.update(len(encoded).to_bytes(8, "little") + encoded)
+    return digest.hexdigest()
+
+
+def _cache_entry(
+    args: MiningArguments,
+    model: SentenceTransformer,
+    cross_encoder: CrossEncoder | None,
+    pairs: Dataset,
+    corpus: Sequence[str] | None,
+    settings: dict[str, Any],
+) -> Path | None:
+    if not args.mine_use_cache:
+        return None
+    key = {
+        "model": model_fingerprint(model),
+        "cross_encoder": model_fingerprint(cross_encoder) if cross_encoder is not None else None,
+        "data": _data_digest(pairs, corpus),
+        "settings": settings,
+    }
+    root = Path(args.mine_cache_dir) if args.mine_cache_dir else default_mining_cache_dir()
+    return root / hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=16).hexdigest()
+
+
+def _load_entry(entry: Path) -> MiningResult:
+    report = json.loads((entry / REPORT_FILE).read_text(encoding="utf-8"))
+    sample = [json.loads(line) for line in (entry / SAMPLE_FILE).read_text(encoding="utf-8").splitlines()]
+    dataset = load_from_disk(str(entry / DATASET_FOLDER))
+    return MiningResult(dataset, report["counts"], sample, report["settings"], from_cache=True)
+
+
+def _store_entry(result: MiningResult, entry: Path) -> None:
+    """Write the entry under a temporary name, then rename it: a killed run leaves no half entry behind. A failed
+    write only costs the cache, not the mined rows."""
+    partial = entry.with_name(f".{entry.name}.{uuid.uuid4().hex}.partial")
+    try:
+        # One shard when empty: `datasets` writes no shard at all for 0 rows and then cannot load the folder.
+        num_shards = 1 if len(result.dataset) == 0 else None
+        result.dataset.save_to_disk(str(partial / DATASET_FOLDER), num_shards=num_shards)
+        result.save(partial)
+        partial.rename(entry)
+        logger.info("Mined negatives cached: %s", entry)
+    except OSError as error:
+        if not entry.is_dir():  # else another run stored the same entry first: nothing lost
+            logger.warning("Could not cache the mined negatives in %s: %s", entry.parent, error)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+# ---- mining and its replay -----------------------------------------------------------------------------------
+
+
+class _RecordingCrossEncoder:
+    """A CrossEncoder that keeps every score it returns: sentence-transformers does not return the rescored
+    candidates, and scoring them again would double the cross-encoder's cost."""
+
+    def __init__(self, cross_encoder: CrossEncoder) -> None:
+        self.cross_encoder = cross_encoder
+        self.outputs: list[torch.Tensor] = []
+
+    def predict(self, *args, **kwargs) -> torch.Tensor:
+        scores = self.cross_encoder.predict(*args, **kwargs)
+        self.outputs.append(scores)
+        return scores
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.cross_encoder, name)
+
+
+@contextmanager
+def _seeded_global_random(seed: int) -> Iterator[None]:
+    """sentence-transformers' "random" sampling draws from the global `random`; seed it, then give back its state."""
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(state)
+
+
+@dataclass
+class _Ranking:
+    """The candidates sentence-transformers ranked for each distinct query, and the scores its guards compared."""
+
+    queries: list[str]
+    corpus: list[str]
+    positive_ids: list[list[int]]  # corpus positions of each query's positives, as sentence-transformers orders them
+    indices: torch.Tensor  # [queries, candidates] corpus positions, best embedding rank first; -1 for no document
+    embedding_scores: torch.Tensor
+    embedding_positive_scores: torch.Tensor  # one per (query, positive), in positive_ids order
+    scores: torch.Tensor  # what the guards compare: the cross-encoder's scores if one rescored, else the embeddings'
+    positive_scores: torch.Tensor
+
+    @cached_property
+    def n_positives(self) -> list[int]:
+        return [len(ids) for ids in self.positive_ids]
+
+
+def _mine(
+    pairs: Dataset,
+    model: SentenceTransformer,
+    cross_encoder: CrossEncoder | None,
+    args: MiningArguments,
+    corpus: list[str] | None,
+    settings: dict[str, Any],
+) -> MiningResult:
+    recorder = _RecordingCrossEncoder(cross_encoder) if cross_encoder is not None else None
+    # A fresh folder per run: sentence-transformers keys its embedding files by the model's *name* only, so a
+    # shared folder would hand a fine-tuned model the embeddings of its base.
+    with tempfile.TemporaryDirectory(prefix="st-bge-mining-") as folder:
+        with _seeded_global_random(SEED):
+            dataset = mine_hard_negatives(
+                pairs,
+                model,
+                anchor_column_name="anchor",
+                positive_column_name="positive",
+                corpus=corpus,
+                cross_encoder=recorder,
+                range_min=settings["range_min"],
+                range_max=settings["range_max"],
+                max_score=settings["max_score"],
+                absolute_margin=settings["absolute_margin"],
+                relative_margin=settings["relative_margin"],
+                num_negatives=settings["num_negatives"],
+                sampling_strategy=settings["sampling_strategy"],
+                output_format="n-tuple",
+                batch_size=args.mine_batch_size,
+                faiss_batch_size=SIMILARITY_CHUNK,
+                verbose=False,
+                cache_folder=folder,
+            )
+        ranking = _replay_ranking(model, Path(folder), pairs, corpus, settings["range_max"], recorder)
+    verdict = _guard(ranking, ranking.scores, ranking.positive_scores, args)
+    embedding_verdict = None
+    if cross_encoder is not None:  # what the guards would have dropped on the embedding scores alone
+        embedding_verdict = _guard(ranking, ranking.embedding_scores, ranking.embedding_positive_scores, args)
+    _select(verdict, ranking, settings)
+    if not _agrees_with_output(ranking, verdict, dataset):
+        logger.warning(
+            "The guard counts of hard-negative mining do not match the rows sentence-transformers %s mined; "
+            "the mined rows are fine, the counts may not be",
+            sentence_transformers.__version__,
+        )
+    counts = _counts(ranking, verdict, embedding_verdict, len(pairs), len(dataset))
+    return MiningResult(dataset, counts, _dropped_sample(ranking, verdict), settings)
+
+
+def _replay_ranking(
+    model: SentenceTransformer,
+    folder: Path,
+    pairs: Dataset,
+    corpus: list[str] | None,
+    range_max: int,
+    recorder: _RecordingCrossEncoder | None,
+) -> _Ranking:
+    """Rebuild sentence-transformers' candidate lists from the embeddings it cached in `folder`, step for step, so
+    that ties and float rounding fall the same way."""
+    anchors, positives = pairs["anchor"], pairs["positive"]
+    queries = list(dict.fromkeys(anchors))
+    documents = list(dict.fromkeys([*(corpus or []), *positives]))
+    query_row = {query: row for row, query in enumerate(queries)}
+    document_id = {text: index for index, text in enumerate(documents)}
+    positive_ids: list[list[int]] = [[] for _ in queries]
+    for anchor, positive in zip(anchors, positives, strict=True):
+        ids = positive_ids[query_row[anchor]]
+        if document_id[positive] not in ids:
+            ids.append(document_id[positive])
+
+    query_embeddings = np.load(next(folder.glob("query_embeddings_*.npy")))
+    document_embeddings = torch.as_tensor(np.load(next(folder.glob("corpus_embeddings_*.npy"))))
+    width = range_max + _max_positives(anchors)
+    top = [
+        torch.topk(
+            model.similarity(query_embeddings[start : start + SIMILARITY_CHUNK], document_embeddings).to(model.device),
+            k=min(width, len(documents)),
+            dim=1,
+        )
+        for start in range(0, len(queries), SIMILARITY_CHUNK)
+    ]
+    scores = torch.cat([chunk.values for chunk in top])
+    indices = torch.cat([chunk.indices for chunk in top])
+    missing = width - scores.size(1)
+    if missing > 0:
+        scores = torch.cat([scores, scores.new_full((len(queries), missing), -float("inf"))], dim=1)
+        indices = torch.cat([indices, indices.new_full((len(queries), missing), -1)], dim=1)
+
+    rows = [row for row, ids in enumerate(positive_ids) for _ in ids]
+    flat_ids = [index for ids in positive_ids for index in ids]
+    positive_scores = model.similarity_pairwise(query_embeddings[rows], document_embeddings[flat_ids]).to(model.device)
+    rescored, rescored_positives = scores, positive_scores
+    if recorder is not None:  # one predict() per query's candidates, then one for all positives
+        rescored = torch.stack(recorder.outputs[: len(queries)]).to(device=scores.device, dtype=scores.dtype)
+        rescored_positives = recorder.outputs[len(queries)].to(model.device)
+    return _Ranking(queries, documents, positive_ids, indices, scores, positive_scores, rescored, rescored_positives)
+
+
+def _hardest_positives(ranking: _Ranking, positive_scores: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+    """Per query, the lowest positive score (what margins compare against) and that positive's corpus position."""
+    parts = torch.split(positive_scores, ranking.n_positives)
+    lowest = [int(part.argmin()) for part in parts]
+    scores = torch.stack([part[i] for part, i in zip(parts, lowest, strict=True)])
+    return scores, [ids[i] for ids, i in zip(ranking.positive_ids, lowest, strict=True)]
+
+
+def _guard(
+    ranking: _Ranking, scores: torch.Tensor, positive_scores: torch.Tensor, args: MiningArguments
+) -> torch.Tensor:
+    """Which guard drops each candidate (a `CODE`), `ALIVE` for survivors, `PADDING` for empty slots; with the same
+    comparisons, in the same order, as sentence-transformers."""
+    scores = scores.clone()
+    verdict = torch.full(scores.shape, ALIVE, dtype=torch.int8, device=scores.device)
+
+    def drop(mask: torch.Tensor, bucket: str) -> None:
+        newly = mask & (verdict == ALIVE)
+        verdict[newly] = CODE[bucket]
+        scores[newly] = -float("inf")
+
+    padding = ranking.indices == -1
+    verdict[padding] = PADDING
+    scores[padding] = -float("inf")
+    known = [torch.tensor(ids, device=scores.device) for ids in ranking.positive_ids]
+    drop(
+        torch.stack([torch.isin(row, ids) for row, ids in zip(ranking.indices, known, strict=True)]),
+        "dropped_known_positive",
+    )
+    hardest = _hardest_positives(ranking, positive_scores)[0][:, None]
+    if args.mine_absolute_margin is not None:
+        drop(scores + args.mine_absolute_margin > hardest, "dropped_absolute_margin")
+    if args.mine_relative_margin is not None:
+        drop(scores > hardest - hardest.abs() * args.mine_relative_margin, "dropped_relative_margin")
+    if args.mine_max_score is not None:
+        drop(scores > args.mine_max_score, "dropped_max_score")
+    return verdict
+
+
+def _select(verdict: torch.Tensor, ranking: _Ranking, settings: dict[str, Any]) -> None:
+    """Sort each query's survivors as sentence-transformers does (best score first, dropped ones last), skip the
+    first range_min, pick num_negatives, and mark the rest (in place)."""
+    range_min, num_negatives = settings["range_min"], settings["num_negatives"]
+    guarded = ranking.scores.masked_fill(verdict != ALIVE, -float("inf"))
+    ranked_scores, order = torch.topk(guarded, k=settings["range_max"], dim=1)
+    in_window = torch.zeros_like(verdict, dtype=torch.bool).scatter_(1, order, True)
+    verdict[(verdict == ALIVE) & ~in_window] = CODE["unused"]
+
+    ranked = verdict.gather(1, order)
+    alive = ranked == ALIVE
+    positions = torch.arange(ranked.size(1), device=ranked.device)
+    ranked[alive & (positions < range_min)] = CODE["dropped_rank_window"]
+    picked = _picked_positions(ranked_scores, settings).to(ranked.device)
+    alive = ranked == ALIVE
+    ranked[alive & picked] = CODE["kept"]
+    ranked[alive & ~picked] = CODE["unused"]
+    short = ((ranked == CODE["kept"]).sum(dim=1) < num_negatives)[:, None]
+    ranked[short & (ranked == CODE["kept"])] = CODE["discarded_incomplete"]
+    verdict.scatter_(1, order, ranked)
+
+
+def _picked_positions(ranked_scores: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
+    """Which ranked positions sentence-transformers samples: the first num_negatives after range_min ("top"), or
+    `random.sample` over the surviving ones, drawn in the same order from the same seed ("random")."""
+    range_min, num_negatives = settings["range_min"], settings["num_negatives"]
+    picked = torch.zeros(ranked_scores.shape, dtype=torch.bool)
+    if settings["sampling_strategy"] == "top":
+        picked[:, range_min : range_min + num_negatives] = True
+        return picked
+    window = ranked_scores[:, range_min:]
+    options = (window.size(1) - window.isinf().sum(dim=1)).clamp(min=num_negatives).tolist()
+    rng = random.Random(SEED)
+    for row, count in enumerate(options):
+        picked[row, [range_min + position for position in rng.sample(range(count), k=num_negatives)]] = True
+    return picked
+
+
+def _agrees_with_output(ranking: _Ranking, verdict: torch.Tensor, dataset: Dataset) -> bool:
+    """Whether the replay kept exactly the negatives, and as many rows, as sentence-transformers' output."""
+    rows, slots = (verdict == CODE["kept"]).nonzero(as_tuple=True)
+    expected: dict[str, set[str]] = {}
+    for row, index in zip(rows.tolist(), ranking.indices[rows, slots].tolist(), strict=True):
+        expected.setdefault(ranking.queries[row], set()).add(ranking.corpus[index])
+    n_rows = sum(n for query, n in zip(ranking.queries, ranking.n_positives, strict=True) if query in expected)
+    mined: dict[str, set[str]] = {}
+    negative_columns = [dataset[column] for column in dataset.column_names if column.startswith("negative_")]
+    for anchor, *negatives in zip(dataset["anchor"], *negative_columns, strict=True):
+        mined.setdefault(anchor, set()).update(negatives)
+    return mined == expected and n_rows == len(dataset)
+
+
+def _counts(
+    ranking: _Ranking, verdict: torch.Tensor, embedding_verdict: torch.Tensor | None, n_rows: int, n_mined: int
+) -> dict[str, int]:
+    """The buckets, the row totals, and how many score-guard drops only the cross-encoder's scores made."""
+    incomplete = ((verdict == CODE["kept"]).sum(dim=1) == 0).tolist()
+    counts = {
+        "rows": n_rows,
+        "duplicate_rows": n_rows - sum(ranking.n_positives),
+        "rows_mined": n_mined,
+        "rows_without_enough_negatives": sum(
+            n for n, short in zip(ranking.n_positives, incomplete, strict=True) if short
+        ),
+        "queries": len(ranking.queries),
+        "candidates": int((verdict != PADDING).sum()),
+        **{bucket: int((verdict == CODE[bucket]).sum()) for bucket in BUCKETS},
+        "dropped_by_cross_encoder_only": 0,
+    }
+    if embedding_verdict is not None:
+        dropped = _in_buckets(verdict, SCORE_GUARDS) & ~_in_buckets(embedding_verdict, SCORE_GUARDS)
+        counts["dropped_by_cross_encoder_only"] = int(dropped.sum())
+    return counts
+
+
+def _in_buckets(verdict: torch.Tensor, buckets: Sequence[str]) -> torch.Tensor:
+    return torch.isin(
+        verdict, torch.tensor([CODE[bucket] for bucket in buckets], dtype=verdict.dtype, device=verdict.device)
+    )
+
+
+def _dropped_sample(ranking: _Ranking, verdict: torch.Tensor) -> list[dict[str, Any]]:
+    """Up to SAMPLE_SIZE heuristic drops, drawn with a fixed seed in row-major order, with the scores compared.
+
+    Drawn as positions among the drops, so that no list of every drop (queries x candidates) is ever built."""
+    dropped = _in_buckets(verdict, HEURISTIC_GUARDS)
+    per_row = dropped.sum(dim=1)
+    ends = per_row.cumsum(dim=0)
+    total = int(ends[-1])
+    hardest_scores, hardest_ids = _hardest_positives(ranking, ranking.positive_scores)
+    sample = []
+    for position in sorted(random.Random(SEED).sample(range(total), k=min(SAMPLE_SIZE, total))):
+        row = int(torch.searchsorted(ends, position, right=True))
+        slot = int(dropped[row].nonzero()[position - int(ends[row] - per_row[row])])
+        sample.append(
+            {
+                "guard": BUCKETS[int(verdict[row, slot])],
+                "query": ranking.queries[row],
+                "positive": ranking.corpus[hardest_ids[row]],
+                "positive_score": float(hardest_scores[row]),
+                "candidate": ranking.corpus[int(ranking.indices[row, slot])],
+                "candidate_score": float(ranking.scores[row, slot]),
+                "embedding_rank": slot + 1,
+            }
+        )
+    return sample
