@@ -1,6 +1,9 @@
 """`st-bge` command line: the same functions the recipes call, with user errors as one line, not a trace.
 
 st-bge train recipes/quickstart.yaml [--any_field value ...]
+st-bge eval recipes/eval/mbpp.yaml [--any_field value ...]
+st-bge data check recipes/quickstart.yaml        (or a data file: st-bge data check pairs.jsonl [--flags])
+st-bge data mine recipes/quickstart.yaml [--mine_output_dir outputs/mined]
 """
 
 from __future__ import annotations
@@ -51,9 +54,43 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors(command)
 
 
+DATA_COMMANDS = ("check", "mine")
+RECIPE_SUFFIXES = (".yaml", ".yml")
+
+
+def data_main(argv: Sequence[str] | None = None) -> int:
+    """`st-bge data check|mine <recipe.yaml or data file> [--flags]`: the data stage of a training run, alone.
+
+    `check` prints the quality report and exits with 1 if its verdict is 'fail'; `mine` writes the mined rows.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in DATA_COMMANDS:
+        print("usage: st-bge data {check,mine} <recipe.yaml or data file> [--field value ...]", file=sys.stderr)
+        return 2
+    kind, rest = argv[0], argv[1:]
+    if rest and not rest[0].startswith("-"):
+        option = "--config" if rest[0].endswith(RECIPE_SUFFIXES) else "--dataset_name_or_path"
+        rest = [option, *rest]
+    verdicts: list[str] = []
+
+    def command() -> None:
+        from st_bge.config import parse_data_recipe
+        from st_bge.data.commands import check_data, mine_data
+
+        recipe = parse_data_recipe(rest)
+        if kind == "check":
+            verdicts.extend(check_data(recipe))
+        else:
+            mine_data(recipe)
+
+    code = run_reporting_errors(command)
+    return 1 if code == 0 and "fail" in verdicts else code
+
+
 COMMANDS = {
     "train": (train_main, "fine-tune a model from a recipe"),
     "eval": (eval_main, "evaluate and compare models"),
+    "data": (data_main, "check data quality (check) or mine hard negatives (mine)"),
 }
 
 
@@ -70,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 0 if known else 2
     command, rest = COMMANDS[argv[0]][0], argv[1:]
+    if command is data_main:
+        return data_main(rest)
     if rest and not rest[0].startswith("-"):
         rest = ["--config", rest[0], *rest[1:]]
     return command(rest or ["--help"])

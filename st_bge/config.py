@@ -196,6 +196,13 @@ class MiningArguments:
         },
     )
     mine_use_cache: bool = field(default=True, metadata={"help": "Read and write the mining cache."})
+    mine_output_dir: str = field(
+        default="outputs/mined",
+        metadata={
+            "help": "Where `st-bge data mine` writes the mined rows (<source>.jsonl, columns anchor, positive, "
+            "negative_1..n: a 'pairs' file to train on) and the mining and quality reports."
+        },
+    )
 
 
 @dataclass
@@ -384,11 +391,14 @@ def _non_default_training_arguments(args: TrainingArguments) -> dict[str, Any]:
 class RecipeParser(HfArgumentParser):
     """`HfArgumentParser` over the recipe sections, with trl-style `--config recipe.yaml` defaults."""
 
-    def __init__(self, sections: Sequence[type] = SECTIONS) -> None:
+    def __init__(self, sections: Sequence[type] = SECTIONS, optional: Sequence[str] = ()) -> None:
         super().__init__(sections)
         for action in self._actions:
             if _field_type(sections, action.dest) == "dict":
                 action.type = _json_mapping(action.dest)
+            if action.dest in optional:  # a field some commands can do without (then None)
+                action.required = False
+                action.default = None
 
     def parse_sections(self, argv: Sequence[str] | None = None) -> tuple[list[Any], str | None]:
         """Parse `--config FILE` (optional) and flags into one instance per section, and the YAML's path.
@@ -471,6 +481,13 @@ def _json_mapping(name: str):
     return parse
 
 
+# The data reports written before the first training step: a run stopped by them (a 'fail' verdict) leaves only
+# these, and running again after fixing the data rewrites them instead of asking for --overwrite_output_dir.
+PRE_TRAINING_FILES = frozenset(
+    {"data_quality.json", "data_quality.md", "mining_report.json", "mining_dropped_sample.jsonl", "data_reports"}
+)
+
+
 def check_output_dir(output_dir: str | Path, *, overwrite: bool) -> None:
     """Refuse to write into a folder that already holds files unless `overwrite`: nothing the user had is lost.
 
@@ -480,7 +497,7 @@ def check_output_dir(output_dir: str | Path, *, overwrite: bool) -> None:
     output_dir = Path(output_dir)
     if output_dir.is_file():
         raise ConfigError(f"output_dir '{output_dir}' is a file")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not overwrite:
+    if output_dir.is_dir() and not overwrite and any(p.name not in PRE_TRAINING_FILES for p in output_dir.iterdir()):
         raise ConfigError(
             f"output_dir '{output_dir}' already has files; choose another output_dir or pass "
             "--overwrite_output_dir true to write over them"
@@ -516,6 +533,14 @@ def validate(recipe: Recipe) -> None:
 def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
     """Parse a training recipe the way `recipes/train.py` and `st-bge train` do."""
     sections, source = RecipeParser(SECTIONS).parse_sections(argv)
+    recipe = Recipe(*sections, source=source)
+    validate(recipe)
+    return recipe
+
+
+def parse_data_recipe(argv: Sequence[str] | None = None) -> Recipe:
+    """Parse a training recipe (or flags) for `st-bge data check|mine`, where the model is optional."""
+    sections, source = RecipeParser(SECTIONS, optional=("model_name_or_path",)).parse_sections(argv)
     recipe = Recipe(*sections, source=source)
     validate(recipe)
     return recipe

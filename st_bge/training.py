@@ -17,6 +17,7 @@ from transformers import set_seed
 
 from st_bge.config import ModelArguments, Recipe, check_output_dir
 from st_bge.data import TrainingData, load_training_data
+from st_bge.data.preparation import PreparedData, enforce_verdict, prepare_data
 from st_bge.errors import ConfigError
 from st_bge.evaluation import ModelComparison, RanxRetrievalEvaluator, compare_runs
 from st_bge.evaluation.evaluator import EVALUATOR_NAME
@@ -67,10 +68,11 @@ def train(recipe: Recipe) -> TrainResult:
     _check_evaluation_settings(recipe, data)
 
     model = load_model(recipe.model)
+    prepared = _prepare_data(recipe, data, model)
     heads_note = untrained_heads_note(recipe.model.model_name_or_path)
     card_data = StBgeModelCardData(
         recipe=recipe.to_dict(),
-        data_summary=data.summary(),
+        data_summary=prepared.summary(),
         adapter=recipe.model.use_lora,
         notes=[heads_note] if heads_note else [],
         include_examples=recipe.card.card_include_examples,
@@ -129,6 +131,19 @@ def _write_reports(trainer: SentenceTransformerTrainer, comparison: ModelCompari
     if comparison is not None:
         comparison.save(output_dir)
         plot_metric_bars(comparison, output_dir / "metrics.png")
+
+
+def _prepare_data(recipe: Recipe, data: TrainingData, model: SentenceTransformer) -> PreparedData:
+    """Mine (main process first, so the others read its cache), report beside the model, stop on a 'fail'."""
+    args = recipe.training
+    with args.main_process_first(desc="hard-negative mining and data checks"):
+        prepared = prepare_data(data, model, recipe.mining, recipe.quality, mine=recipe.mining.mine_hard_negatives)
+    report = Path(args.output_dir) / "data_quality.md"
+    if args.process_index == 0 and (prepared.quality or prepared.mining):
+        prepared.save(args.output_dir)
+        logger.info("Data reports:\n%s", prepared.to_markdown())
+    enforce_verdict(prepared, recipe.quality, where=str(report))
+    return prepared
 
 
 def _check_evaluation_settings(recipe: Recipe, data: TrainingData) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, concatenate_datasets
@@ -34,6 +34,9 @@ class TrainingData:
     eval: RetrievalSet | None
     source: str
     format: str
+    # Source name -> every document text of a BEIR / LlamaIndex source, not only the positives: the corpus that
+    # hard negatives are mined from.
+    corpora: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def train_sets(self) -> dict[str, Dataset]:
@@ -62,9 +65,14 @@ def load_training_data(args: DataArguments) -> TrainingData:
     )
     hold_out = eval_set is None and args.eval_split_size > 0
     if args.dataset_mixture is None:
-        train, held_out, data_format = _load_source(args.dataset_name_or_path, args, hold_out=hold_out)
+        source = args.dataset_name_or_path
+        loaded = _load_source(source, args, hold_out=hold_out)
         data = TrainingData(
-            train=train, eval=eval_set or held_out, source=args.dataset_name_or_path, format=data_format
+            train=loaded.train,
+            eval=eval_set or loaded.held_out,
+            source=source,
+            format=loaded.format,
+            corpora={source: loaded.corpus} if loaded.corpus else {},
         )
     else:
         data = _load_mixture(args, eval_set, hold_out=hold_out)
@@ -88,12 +96,23 @@ def load_retrieval_set(name_or_path: str, split: str = "test") -> RetrievalSet:
     return RetrievalSet.from_training_dataset(rows, name=Path(name_or_path).stem)
 
 
-def _load_source(source: str, args: DataArguments, *, hold_out: bool) -> tuple[Dataset, RetrievalSet | None, str]:
-    """One source's training rows, the queries held out of them for evaluation (if `hold_out`), and its format."""
+@dataclass
+class _Source:
+    """One source, read: its training rows, its held-out eval queries, its format and (retrieval sets) corpus."""
+
+    train: Dataset
+    held_out: RetrievalSet | None
+    format: str
+    corpus: list[str] | None = None
+
+
+def _load_source(source: str, args: DataArguments, *, hold_out: bool) -> _Source:
+    """One source's training rows and the queries held out of them for evaluation (if `hold_out`)."""
     data_format = _detect_source_format(source, args.dataset_format)
-    held_out = None
+    held_out = corpus = None
     if data_format in RETRIEVAL_SET_FORMATS:
         retrieval_set = load_beir(source, args.dataset_split) if data_format == "beir" else load_llamaindex(source)
+        corpus = list(retrieval_set.corpus.values())
         if hold_out:
             retrieval_set, held_out = retrieval_set.split(args.eval_split_size, args.split_seed)
         train = retrieval_set.to_training_dataset()
@@ -107,7 +126,7 @@ def _load_source(source: str, args: DataArguments, *, hold_out: bool) -> tuple[D
             train, held_out = _split_rows_by_anchor(train, args.eval_split_size, args.split_seed, name=source)
     if args.max_train_samples is not None:
         train = train.select(range(min(args.max_train_samples, len(train))))
-    return train, held_out, data_format
+    return _Source(train, held_out, data_format, corpus)
 
 
 def _detect_source_format(source: str, data_format: str) -> str:
@@ -123,25 +142,30 @@ def _detect_source_format(source: str, data_format: str) -> str:
 def _load_mixture(args: DataArguments, eval_set: RetrievalSet | None, *, hold_out: bool) -> TrainingData:
     """Every source of `dataset_mixture`, resized to its weight's share of the rows; held-out queries of all
     sources form one eval set (ids prefixed by source)."""
-    names = _source_names(list(args.dataset_mixture))
+    names = source_names(list(args.dataset_mixture))
     loaded = {names[source]: _load_source(source, args, hold_out=hold_out) for source in args.dataset_mixture}
-    total_rows = sum(len(train) for train, _, _ in loaded.values())
+    total_rows = sum(len(part.train) for part in loaded.values())
     total_weight = sum(args.dataset_mixture.values())
     train = DatasetDict(
         {
             names[source]: _resize(
-                loaded[names[source]][0], round(total_rows * weight / total_weight), args.split_seed
+                loaded[names[source]].train, round(total_rows * weight / total_weight), args.split_seed
             )
             for source, weight in args.dataset_mixture.items()
         }
     )
     if hold_out:
-        eval_set = RetrievalSet.merge({name: held_out for name, (_, held_out, _) in loaded.items()}, name="mixture")
-    formats = sorted({data_format for _, _, data_format in loaded.values()})
-    return TrainingData(train=train, eval=eval_set, source=", ".join(args.dataset_mixture), format="+".join(formats))
+        eval_set = RetrievalSet.merge({name: part.held_out for name, part in loaded.items()}, name="mixture")
+    return TrainingData(
+        train=train,
+        eval=eval_set,
+        source=", ".join(args.dataset_mixture),
+        format="+".join(sorted({part.format for part in loaded.values()})),
+        corpora={name: part.corpus for name, part in loaded.items() if part.corpus},
+    )
 
 
-def _source_names(sources: list[str]) -> dict[str, str]:
+def source_names(sources: list[str]) -> dict[str, str]:
     """Short, unique dataset names for the sources (folder or file stem), used in logs and per-source losses."""
     names: dict[str, str] = {}
     for source in sources:

@@ -1,0 +1,134 @@
+"""Between reading the data and the first training step: hard-negative mining, then the quality and leakage report.
+
+`st-bge train` and `st-bge data check|mine` share this one path, so that what `data check` reports is exactly
+what training will see. Mining comes first, so the report also judges the mined negatives (a negative identical
+to its positive is a false negative, whoever produced it). Every source of a mixture is mined and checked on its
+own, against the one evaluation set.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datasets import DatasetDict
+from sentence_transformers import SentenceTransformer
+
+from st_bge.config import MiningArguments, QualityArguments
+from st_bge.data import TrainingData
+from st_bge.data.mining import MiningResult, mine_negatives
+from st_bge.data.quality import QualityReport, check_quality
+from st_bge.errors import DataError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedData:
+    """The training data as it will be trained on, with the report of each source and, if mined, the mining."""
+
+    data: TrainingData
+    quality: dict[str, QualityReport] = field(default_factory=dict)
+    mining: dict[str, MiningResult] = field(default_factory=dict)
+
+    def save(self, output_dir: str | Path) -> None:
+        """Reports beside the model: `data_quality.{json,md}` and `mining_report.json` (+ the dropped sample),
+        in a subfolder per source for a mixture. These hold text samples: they stay local, never in the card."""
+        output_dir = Path(output_dir)
+        single = len(self.data.train_sets) == 1
+        for name in self.data.train_sets:
+            folder = output_dir if single else output_dir / "data_reports" / name
+            if name in self.quality:
+                self.quality[name].save(folder)
+            if name in self.mining:
+                self.mining[name].save(folder)
+
+    def summary(self) -> dict[str, object]:
+        """The data summary plus mining counts and report verdicts: numbers only, safe for a public card."""
+        summary = self.data.summary()
+        if self.mining:
+            summary["hard_negative_mining"] = {name: result.counts for name, result in self.mining.items()}
+        if self.quality:
+            summary["data_check"] = {name: report.verdict for name, report in self.quality.items()}
+        return summary
+
+    def to_markdown(self) -> str:
+        """Every report, one after the other, for the terminal."""
+        parts = [result.to_markdown() for result in self.mining.values()]
+        parts += [report.to_markdown() for report in self.quality.values()]
+        return "\n\n".join(parts)
+
+
+def prepare_data(
+    data: TrainingData,
+    model: SentenceTransformer | None,
+    mining: MiningArguments,
+    quality: QualityArguments,
+    *,
+    mine: bool,
+) -> PreparedData:
+    """Mine hard negatives (if `mine`) with `model`, replacing `data.train` with the mined rows, then check every
+    source; the verdict is enforced by `enforce_verdict`, so that `st-bge data check` can report a 'fail' too.
+
+    Raises:
+        DataError: `eval_overlap: refuse` and training queries or positives are also in the evaluation set.
+    """
+    prepared = PreparedData(data)
+    if mine:
+        if model is None:
+            raise DataError(data.source, "mining hard negatives needs a model: set model_name_or_path")
+        prepared.mining = _mine(data, model, mining)
+    if quality.data_check != "off":
+        prepared.quality = {
+            name: check_quality(
+                rows,
+                data.eval,
+                tokenizer=model.tokenizer if model is not None else None,
+                max_seq_length=model.max_seq_length if model is not None else None,
+                name=name,
+            )
+            for name, rows in prepared.data.train_sets.items()
+        }
+        _refuse_eval_overlap(prepared.quality, quality)
+    return prepared
+
+
+def enforce_verdict(prepared: PreparedData, quality: QualityArguments, where: str) -> None:
+    """Stop before training when a report's verdict is 'fail' and `data_check` is 'enforce'.
+
+    Raises:
+        DataError: naming the source, its reasons and how to train anyway.
+    """
+    for name, report in prepared.quality.items():
+        if report.verdict == "fail":
+            reasons = "; ".join(report.reasons)
+            if quality.data_check == "enforce":
+                raise DataError(
+                    name,
+                    f"data quality check failed: {reasons} (report: {where}); fix the data, or set data_check: warn "
+                    "to train anyway",
+                )
+            logger.warning("%s: data quality check failed (data_check: warn, training anyway): %s", name, reasons)
+
+
+def _mine(data: TrainingData, model: SentenceTransformer, args: MiningArguments) -> dict[str, MiningResult]:
+    results = {
+        name: mine_negatives(rows, model, args, corpus=data.corpora.get(name), source=name)
+        for name, rows in data.train_sets.items()
+    }
+    mined = {name: result.dataset for name, result in results.items()}
+    data.train = DatasetDict(mined) if isinstance(data.train, DatasetDict) else next(iter(mined.values()))
+    return results
+
+
+def _refuse_eval_overlap(reports: dict[str, QualityReport], args: QualityArguments) -> None:
+    if args.eval_overlap != "refuse":
+        return
+    for name, report in reports.items():
+        if report.has_eval_overlap:
+            raise DataError(
+                name,
+                "training data overlaps the evaluation set (see the eval overlap section of data_quality.md), which "
+                "inflates the results; remove the overlap or set eval_overlap: report",
+            )
