@@ -141,7 +141,8 @@ def _prepare_data(recipe: Recipe, data: TrainingData, model: SentenceTransformer
     report = Path(args.output_dir) / "data_quality.md"
     if args.process_index == 0 and (prepared.quality or prepared.mining):
         prepared.save(args.output_dir)
-        logger.info("Data reports:\n%s", prepared.to_markdown())
+        for name, quality in prepared.quality.items():
+            logger.info("Data check of %s: %s %s (report: %s)", name, quality.verdict, quality.reasons, report)
     enforce_verdict(prepared, recipe.quality, where=str(report))
     return prepared
 

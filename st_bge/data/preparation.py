@@ -55,7 +55,7 @@ class PreparedData:
 
     def to_markdown(self) -> str:
         """Every report, one after the other, for the terminal."""
-        parts = [result.to_markdown() for result in self.mining.values()]
+        parts = [f"# Hard-negative mining: {name}\n\n{result.to_markdown()}" for name, result in self.mining.items()]
         parts += [report.to_markdown() for report in self.quality.values()]
         return "\n\n".join(parts)
 
