@@ -138,12 +138,12 @@ def _prepare_data(recipe: Recipe, data: TrainingData, model: SentenceTransformer
     args = recipe.training
     with args.main_process_first(desc="hard-negative mining and data checks"):
         prepared = prepare_data(data, model, recipe.mining, recipe.quality, mine=recipe.mining.mine_hard_negatives)
-    report = Path(args.output_dir) / "data_quality.md"
     if args.process_index == 0 and (prepared.quality or prepared.mining):
         prepared.save(args.output_dir)
         for name, quality in prepared.quality.items():
+            report = prepared.report_dir(args.output_dir, name) / "data_quality.md"
             logger.info("Data check of %s: %s %s (report: %s)", name, quality.verdict, quality.reasons, report)
-    enforce_verdict(prepared, recipe.quality, where=str(report))
+    enforce_verdict(prepared, recipe.quality, args.output_dir)
     return prepared
 
 

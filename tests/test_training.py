@@ -191,3 +191,33 @@ def test_training_text_enters_the_card_only_when_asked(tiny_bert_path, beir_fold
     card = (train(recipe).output_dir / "README.md").read_text()
     assert "widget" in yaml.safe_load(card.split("---")[1])
     assert any(query in card for query in QUERIES)
+
+
+def test_mixture_with_mined_negatives_trains_and_evaluates(tiny_bert_path, beir_folder, tmp_path):
+    """Two sources with weights, hard negatives mined per source, one merged held-out eval set."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"anchor": q, "positive": d}) + "\n" for q, d in TOPICS.values()))
+    argv = flags(
+        model_name_or_path=tiny_bert_path,
+        dataset_split="all",
+        eval_split_size=0.25,
+        mine_hard_negatives=True,
+        mine_num_negatives=1,
+        mine_relative_margin=0.0,
+        mine_use_cache=False,
+        loss="mnrl",
+        max_steps=2,
+        per_device_train_batch_size=2,
+        output_dir=tmp_path / "mixture",
+        **NO_EVAL_DURING_TRAINING,
+    )
+    argv += ["--dataset_mixture", json.dumps({str(beir_folder): 1, str(pairs): 1})]
+    result = train(parse_recipe(argv))
+    assert result.comparison.eval_set["name"] == "mixture"
+    assert result.comparison.eval_set["queries"] == 3 + 3  # a quarter of each source's 12 queries
+    for name in (beir_folder.name, "pairs"):
+        report = json.loads((result.output_dir / "data_reports" / name / "mining_report.json").read_text())
+        assert report["counts"]["kept"] > 0
+        assert (result.output_dir / "data_reports" / name / "data_quality.json").is_file()
+    card = (result.output_dir / "README.md").read_text()
+    assert "hard_negative_mining" in card or "dropped_relative_margin" in card

@@ -32,13 +32,15 @@ class PreparedData:
     quality: dict[str, QualityReport] = field(default_factory=dict)
     mining: dict[str, MiningResult] = field(default_factory=dict)
 
+    def report_dir(self, output_dir: str | Path, name: str) -> Path:
+        """Where the reports of source `name` go: `output_dir` itself, or `data_reports/<name>` in a mixture."""
+        return Path(output_dir) if len(self.data.train_sets) == 1 else Path(output_dir) / "data_reports" / name
+
     def save(self, output_dir: str | Path) -> None:
         """Reports beside the model: `data_quality.{json,md}` and `mining_report.json` (+ the dropped sample),
         in a subfolder per source for a mixture. These hold text samples: they stay local, never in the card."""
-        output_dir = Path(output_dir)
-        single = len(self.data.train_sets) == 1
         for name in self.data.train_sets:
-            folder = output_dir if single else output_dir / "data_reports" / name
+            folder = self.report_dir(output_dir, name)
             if name in self.quality:
                 self.quality[name].save(folder)
             if name in self.mining:
@@ -94,7 +96,7 @@ def prepare_data(
     return prepared
 
 
-def enforce_verdict(prepared: PreparedData, quality: QualityArguments, where: str) -> None:
+def enforce_verdict(prepared: PreparedData, quality: QualityArguments, output_dir: str | Path) -> None:
     """Stop before training when a report's verdict is 'fail' and `data_check` is 'enforce'.
 
     Raises:
@@ -103,6 +105,7 @@ def enforce_verdict(prepared: PreparedData, quality: QualityArguments, where: st
     for name, report in prepared.quality.items():
         if report.verdict == "fail":
             reasons = "; ".join(report.reasons)
+            where = prepared.report_dir(output_dir, name) / "data_quality.md"
             if quality.data_check == "enforce":
                 raise DataError(
                     name,
