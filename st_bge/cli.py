@@ -4,6 +4,8 @@ st-bge train recipes/quickstart.yaml [--any_field value ...]
 st-bge eval recipes/eval/mbpp.yaml [--any_field value ...]
 st-bge data check recipes/quickstart.yaml        (or a data file: st-bge data check pairs.jsonl [--flags])
 st-bge data mine recipes/quickstart.yaml [--mine_output_dir outputs/mined]
+st-bge push outputs/quickstart --repo_id user/name [--variant adapter|merged|both] [--private true] ...
+st-bge export outputs/quickstart --output_dir outputs/onnx [--check_dataset data/mbpp_sanitized]
 """
 
 from __future__ import annotations
@@ -87,11 +89,57 @@ def data_main(argv: Sequence[str] | None = None) -> int:
     return 1 if code == 0 and "fail" in verdicts else code
 
 
+def push_main(argv: Sequence[str] | None = None) -> int:
+    """`st-bge push <model_dir> --repo_id user/name [--flags]`: one commit per variant, the token from the env."""
+    from st_bge.config import parse_push_arguments
+    from st_bge.publish import push
+
+    def command() -> None:
+        for result in push(parse_push_arguments(argv)):
+            where = result.commit.pr_url or result.commit.commit_url
+            print(f"Pushed the {result.variant} to {result.commit.repo_url.repo_id}@{result.revision}: {where}")
+
+    return run_reporting_errors(command)
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """`st-bge export <model_dir> --output_dir DIR [--check_dataset DATA]`: ONNX + int8, checked against PyTorch."""
+    from st_bge.config import parse_export_arguments
+    from st_bge.export import export_model
+    from st_bge.markdown import markdown_table
+
+    def command() -> None:
+        args = parse_export_arguments(argv)
+        checks = export_model(args)
+        print(f"Written to {args.output_dir}")
+        if checks:
+            header = ["File", "Texts", "Cosine min", "Cosine mean", "PyTorch texts/s", "ONNX texts/s", "Speed-up"]
+            rows = [
+                [
+                    c.file,
+                    c.texts,
+                    f"{c.cosine_min:.4f}",
+                    f"{c.cosine_mean:.4f}",
+                    f"{c.torch_texts_per_second:.1f}",
+                    f"{c.onnx_texts_per_second:.1f}",
+                    f"{c.speedup:.2f}x",
+                ]
+                for c in checks
+            ]
+            print(markdown_table(header, rows))
+
+    return run_reporting_errors(command)
+
+
 COMMANDS = {
     "train": (train_main, "fine-tune a model from a recipe"),
     "eval": (eval_main, "evaluate and compare models"),
     "data": (data_main, "check data quality (check) or mine hard negatives (mine)"),
+    "push": (push_main, "publish an output folder to the Hub (adapter, merged or both)"),
+    "export": (export_main, "export a model to ONNX + int8 and check it against PyTorch"),
 }
+# Commands whose first argument, if not a flag, is the model folder rather than a recipe.
+FOLDER_COMMANDS = {"push", "export"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command is data_main:
         return data_main(rest)
     if rest and not rest[0].startswith("-"):
-        rest = ["--config", rest[0], *rest[1:]]
+        rest = ["--model_dir" if argv[0] in FOLDER_COMMANDS else "--config", rest[0], *rest[1:]]
     return command(rest or ["--help"])
 
 

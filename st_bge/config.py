@@ -297,10 +297,15 @@ class EvalRunArguments:
 
 @dataclass
 class CardArguments:
-    """# Card: what the generated model card says (publishing settings are the Trainer's `hub_*` fields)."""
+    """# Card and Hub: what the generated model card says; publishing uses the Trainer's `push_to_hub`,
+    `hub_model_id`, `hub_private_repo` and `hub_revision` (one commit at the end, as `st-bge push` makes)."""
 
     language: list[str] | None = field(default=None, metadata={"help": "Language codes for the card, e.g. en zh."})
     license: str | None = field(default=None, metadata={"help": "License of the fine-tuned model, e.g. apache-2.0."})
+    hub_variant: Literal["adapter", "merged", "both"] = field(
+        default="adapter",
+        metadata={"help": "With push_to_hub: push the LoRA adapter, the merged model, or both (see `st-bge push`)."},
+    )
     card_include_examples: bool = field(
         default=False,
         metadata={
@@ -308,6 +313,68 @@ class CardArguments:
             "data is often private, and the card is public once pushed."
         },
     )
+
+
+@dataclass
+class PushArguments:
+    """# Push: publish a training output folder to the Hub (`st-bge push`; a recipe's `push_to_hub` uses the
+    Trainer's `hub_model_id`, `hub_private_repo` and `hub_revision` with these defaults)."""
+
+    model_dir: str = field(metadata={"help": "The folder `st-bge train` wrote (adapter or full model)."})
+    repo_id: str = field(metadata={"help": "Hub repository, 'user/name' or 'org/name'; created if missing."})
+    variant: Literal["adapter", "merged", "both"] = field(
+        default="adapter",
+        metadata={
+            "help": "'adapter': the LoRA adapter with the Sentence Transformers config (loads the base model from "
+            "the Hub, needs peft); 'merged': the base model with the adapter merged in (no peft needed); 'both': "
+            "the adapter on `revision` and the merged model on `merged_revision`."
+        },
+    )
+    private: bool = field(default=False, metadata={"help": "Create the repository as private."})
+    revision: str | None = field(
+        default=None, metadata={"help": "Branch to push to (created from main if missing); default: main."}
+    )
+    merged_revision: str = field(default="merged", metadata={"help": "Branch of the merged model with variant both."})
+    create_pr: bool = field(
+        default=False, metadata={"help": "Open a pull request instead of committing to the branch."}
+    )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "Replace a model already on the branch (its files are deleted in the same commit); without it, "
+            "pushing onto a model is refused: use another --revision or --create_pr."
+        },
+    )
+    base_model: str | None = field(
+        default=None,
+        metadata={
+            "help": "Hub id of the base model, written into adapter_config.json in place of a local path; default: "
+            "the one the training recipe named."
+        },
+    )
+    commit_message: str | None = field(default=None, metadata={"help": "Commit message; default: a summary."})
+    onnx: bool = field(
+        default=False,
+        metadata={"help": "Also export the merged model to ONNX (onnx/model.onnx) and int8 (onnx/model_qint8.onnx)."},
+    )
+
+
+@dataclass
+class ExportArguments:
+    """# Export: ONNX and int8 ONNX files of a model, checked against PyTorch (`st-bge export`)."""
+
+    model_dir: str = field(metadata={"help": "A model folder (an adapter is merged into its base model first)."})
+    output_dir: str = field(metadata={"help": "Where model.onnx, model_qint8.onnx and onnx_check.json go."})
+    quantize: bool = field(default=True, metadata={"help": "Also write the dynamic int8 quantisation."})
+    check_dataset: str | None = field(
+        default=None,
+        metadata={
+            "help": "Texts to check the export on (a BEIR folder's corpus, or pairs/FlagEmbedding documents): cosine "
+            "agreement with PyTorch and encoding speed of each file."
+        },
+    )
+    batch_size: int = field(default=32, metadata={"help": "Encoding batch size of the check."})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "Allow a non-empty output_dir."})
 
 
 @dataclass
@@ -520,6 +587,13 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"eval_split_size must be in [0, 1), got {data.eval_split_size}")
     if loss.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {loss.temperature}")
+    if recipe.training.hub_token is not None:
+        raise ConfigError(
+            "hub_token does not belong in a recipe or on the command line (it would end up in files and shell "
+            "history): set the HF_TOKEN environment variable or run `hf auth login`"
+        )
+    if recipe.training.push_to_hub and not recipe.training.hub_model_id:
+        raise ConfigError("push_to_hub needs hub_model_id, the Hub repository to push to (e.g. user/my-bge)")
     if (data.dataset_name_or_path is None) == (data.dataset_mixture is None):
         raise ConfigError("give the training data as dataset_name_or_path or as dataset_mixture (one of the two)")
     if data.dataset_mixture is not None and not all(
@@ -544,6 +618,18 @@ def parse_data_recipe(argv: Sequence[str] | None = None) -> Recipe:
     recipe = Recipe(*sections, source=source)
     validate(recipe)
     return recipe
+
+
+def parse_push_arguments(argv: Sequence[str] | None = None) -> PushArguments:
+    """Parse `st-bge push` flags (or a YAML of them)."""
+    (push,), _ = RecipeParser((PushArguments,)).parse_sections(argv)
+    return push
+
+
+def parse_export_arguments(argv: Sequence[str] | None = None) -> ExportArguments:
+    """Parse `st-bge export` flags (or a YAML of them)."""
+    (export,), _ = RecipeParser((ExportArguments,)).parse_sections(argv)
+    return export
 
 
 def parse_eval_recipe(argv: Sequence[str] | None = None) -> EvalRecipe:

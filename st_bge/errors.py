@@ -40,3 +40,7 @@ class DataError(StBgeError):
         if field is not None:
             where += f", field '{field}'"
         super().__init__(f"{where}: {message}")
+
+
+class HubError(StBgeError):
+    """A Hub request that failed (no access, no connection, a rejected commit), said in one line."""

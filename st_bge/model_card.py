@@ -8,17 +8,23 @@ the recipe sets `card_include_examples`.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import constants
+from huggingface_hub import EvalResult, constants
+from huggingface_hub.repocard_data import eval_results_to_model_index
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
 from st_bge.evaluation.comparison import ModelComparison
 
 TEMPLATE_NAME = "st_bge_model_card.md"
+# What the card is rendered from, saved beside the model so that `st-bge push` can render it again (for the merged
+# model, or with the Hub repo id in the usage snippet). Numbers and settings only, like the card itself.
+CARD_INPUTS_FILE = "st_bge_card.json"
+CARD_INPUT_FIELDS = ("recipe", "data_summary", "adapter", "notes", "include_examples", "language", "license")
 
 
 def template_path() -> Path:
@@ -49,6 +55,9 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
     template_path: Path = field(default_factory=template_path, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        # A public card names data and models, not the folders of the machine that trained them.
+        self.recipe = without_local_paths(self.recipe)
+        self.data_summary = without_local_paths(self.data_summary)
         self.generate_widget_examples = self.include_examples
         # The card is a retrieval card: its usage snippet uses encode_query / encode_document.
         self.ir_model = True
@@ -65,7 +74,66 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
         card["results_table"] = self.comparison.to_markdown() if self.comparison else None
         card["comparison"] = self.comparison
         card["query_prompt"] = self.model.prompts.get("query") if self.model is not None else None
+        if self.comparison is not None:
+            # The Hub shows the model-index as the model's results: the ranx scores of this model, not the
+            # scores sentence-transformers logged for the last evaluation during training.
+            card["model-index"] = eval_results_to_model_index(card["model_name"], self.eval_results())
         return card
+
+    def eval_results(self) -> list[EvalResult]:
+        """The fine-tuned model's ranx scores as Hub `EvalResult`s (task: information retrieval)."""
+        comparison = self.comparison
+        model = comparison.models[-1]
+        name = comparison.eval_set.get("name", "retrieval")
+        return [
+            EvalResult(
+                task_type="information-retrieval",
+                task_name="Information Retrieval",
+                dataset_type=name,
+                dataset_name=name,
+                metric_type=metric.replace("@", "_at_"),
+                metric_name=metric,
+                metric_value=round(comparison.scores[model][metric], 4),
+            )
+            for metric in comparison.metrics
+        ]
+
+    def save_inputs(self, folder: str | Path) -> None:
+        """Write what the card is rendered from (`CARD_INPUTS_FILE`); see `card_data_from_folder`."""
+        inputs = {name: getattr(self, name) for name in CARD_INPUT_FIELDS}
+        inputs["base_model"] = self.base_model
+        inputs["comparison"] = self.comparison.to_dict() if self.comparison else None
+        path = Path(folder) / CARD_INPUTS_FILE
+        path.write_text(json.dumps(inputs, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def without_local_paths(value: Any) -> Any:
+    """`value` with every local path (absolute, or existing here) shortened to its last part; Hub ids stay."""
+    if isinstance(value, dict):
+        return {key: without_local_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [without_local_paths(item) for item in value]
+    if isinstance(value, str) and ", " in value:  # a mixture's sources
+        return ", ".join(without_local_paths(part) for part in value.split(", "))
+    if isinstance(value, str) and value and (Path(value).is_absolute() or Path(value).exists()):
+        return Path(value).name
+    return value
+
+
+def card_data_from_folder(folder: str | Path, **overrides: Any) -> StBgeModelCardData:
+    """Card data saved by a training run (`CARD_INPUTS_FILE`), with `overrides` (e.g. `adapter=False`, `model_id`).
+
+    Raises:
+        FileNotFoundError: the folder was not written by `st-bge train`.
+    """
+    inputs = json.loads((Path(folder) / CARD_INPUTS_FILE).read_text(encoding="utf-8"))
+    comparison = inputs.pop("comparison")
+    base_model = inputs.pop("base_model")
+    card_data = StBgeModelCardData(
+        **{**inputs, **overrides}, comparison=ModelComparison.from_dict(comparison) if comparison else None
+    )
+    card_data.base_model = base_model
+    return card_data
 
 
 def attach_card_data(

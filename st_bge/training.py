@@ -99,6 +99,9 @@ def train(recipe: Recipe) -> TrainResult:
         args.prompts = {"anchor": query_prompt}
         logger.info("Training prompts: %s", args.prompts)
 
+    # st-bge pushes once, after the run, through `st_bge.publish` (staged folder, Hub ids, one commit); the
+    # Trainer's own push would upload checkpoints with the local base-model path in adapter_config.json.
+    push_requested, args.push_to_hub = args.push_to_hub, False
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=data.train, loss=loss, evaluator=evaluator
     )
@@ -118,12 +121,15 @@ def train(recipe: Recipe) -> TrainResult:
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
         _write_reports(trainer, comparison, recipe)
+        if push_requested:
+            _push(recipe)
     return TrainResult(trainer=trainer, output_dir=Path(args.output_dir), comparison=comparison)
 
 
 def _write_reports(trainer: SentenceTransformerTrainer, comparison: ModelComparison | None, recipe: Recipe) -> None:
-    """Results, training log and plots beside the model (main process only)."""
+    """Card inputs, results, training log and plots beside the model (main process only)."""
     output_dir = Path(recipe.training.output_dir)
+    trainer.model.model_card_data.save_inputs(output_dir)  # for `st-bge push` to render the card again
     log_history = trainer.state.log_history
     (output_dir / "training_log.json").write_text(json.dumps(log_history, indent=2) + "\n", encoding="utf-8")
     metric_key = f"eval_{EVALUATOR_NAME}_{recipe.evaluation.eval_primary_metric}" if comparison else None
@@ -131,6 +137,22 @@ def _write_reports(trainer: SentenceTransformerTrainer, comparison: ModelCompari
     if comparison is not None:
         comparison.save(output_dir)
         plot_metric_bars(comparison, output_dir / "metrics.png")
+
+
+def _push(recipe: Recipe) -> None:
+    from st_bge.config import PushArguments
+    from st_bge.publish import push
+
+    args = recipe.training
+    push_args = PushArguments(
+        model_dir=args.output_dir,
+        repo_id=args.hub_model_id,
+        variant=recipe.card.hub_variant if recipe.model.use_lora else "adapter",
+        private=bool(args.hub_private_repo),
+        revision=args.hub_revision,
+    )
+    for result in push(push_args):
+        logger.info("Pushed the %s to %s@%s", result.variant, args.hub_model_id, result.revision)
 
 
 def _prepare_data(recipe: Recipe, data: TrainingData, model: SentenceTransformer) -> PreparedData:

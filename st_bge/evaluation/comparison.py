@@ -93,6 +93,11 @@ class ModelComparison:
         result["relative_percent"] = {m: {k: self.relative(m, k) for k in self.metrics} for m in self.models[1:]}
         return result
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelComparison:
+        """The comparison back from `to_dict()` (e.g. `eval_results.json`); derived fields are recomputed."""
+        return cls(**{key: data[key] for key in ("eval_set", "metrics", "models", "scores", "p_values", "max_p")})
+
     def save(self, output_dir: str | Path, stem: str = "eval_results") -> list[Path]:
         """Write `<stem>.json`, `<stem>.md` and `<stem>.tex` into `output_dir`; returns their paths."""
         output_dir = Path(output_dir)
