@@ -178,3 +178,50 @@ def tiny_bge_model(_tiny_bge_model):
 def beir_folder(tmp_path_factory) -> Path:
     """A 12-query BEIR folder (train: 8 queries, test: 4), all judged documents in the corpus."""
     return _write_beir(tmp_path_factory.mktemp("data") / "tiny-beir")
+
+
+@pytest.fixture
+def hub_server(tmp_path, monkeypatch):
+    """A local in-memory Hub (`tests/hub_server.py`) in place of huggingface.co, with a fresh cache and a fake token.
+
+    Yields the `HubServer` (`.url`, `.token`, `.repos`, `.requests`, ...). huggingface_hub reads its settings into
+    `huggingface_hub.constants` when imported, its module-level `HfApi` (behind `huggingface_hub.upload_folder`,
+    `model_info`, `list_repo_files`, used by sentence-transformers) keeps the endpoint it was built with, and
+    transformers keeps a shared `HfApi` too: environment variables alone would not reach them, so those are patched.
+    Everything (including `HF_HUB_OFFLINE=1`, set above) is restored after the test.
+    """
+    import secrets
+
+    import huggingface_hub.constants as hub_constants
+    from huggingface_hub import hf_api
+    from hub_server import HubServer
+    from transformers.utils import hub as transformers_hub
+
+    server = HubServer(token="hf_testtoken_" + secrets.token_hex(8)).start()
+    home = tmp_path / "hf_home"
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HF_HUB_DISABLE_IMPLICIT_TOKEN", "HF_TOKEN_PATH", "SENTENCE_TRANSFORMERS_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    environment = {"HF_ENDPOINT": server.url, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub")}
+    for name, value in {**environment, "HF_TOKEN": server.token}.items():
+        monkeypatch.setenv(name, value)
+    constants = {
+        "ENDPOINT": server.url,
+        "HUGGINGFACE_CO_URL_TEMPLATE": server.url + "/{repo_id}/resolve/{revision}/{filename}",
+        "HF_URL_HOSTS": hub_constants.HF_URL_HOSTS | {"127.0.0.1"},
+        "HF_HUB_OFFLINE": False,
+        "HF_HOME": str(home),
+        "HF_HUB_CACHE": str(home / "hub"),
+        "HF_ASSETS_CACHE": str(home / "assets"),
+        "HF_XET_CACHE": str(home / "xet"),
+        "HF_TOKEN_PATH": str(home / "token"),
+        "HF_STORED_TOKENS_PATH": str(home / "stored_tokens"),
+        "AGENT_HARNESSES_PATH": str(home / ".agent_harnesses.json"),
+    }
+    for name, value in constants.items():
+        monkeypatch.setattr(hub_constants, name, value)
+    monkeypatch.setattr(hf_api.api, "endpoint", server.url)
+    monkeypatch.setattr(transformers_hub, "_hf_api", None)
+    yield server
+    server.close()
