@@ -192,7 +192,9 @@ def _upload(api: HfApi, staging: Path, args: PushArguments, revision: str, varia
     if revision != "main" and not _branch_exists(api, args.repo_id, revision):
         api.create_branch(args.repo_id, branch=revision)
         created_branch = True
-    if not (args.create_pr or args.overwrite) and _holds_model(api, args.repo_id, revision):
+    # A branch made for this push starts as a copy of main: replace what it copied rather than mix with it.
+    replace = args.overwrite or created_branch
+    if not (args.create_pr or replace) and _holds_model(api, args.repo_id, revision):
         raise ConfigError(
             f"{args.repo_id}@{revision} already holds a model: pass --overwrite to replace it, --revision <branch> "
             "to push beside it, or --create_pr to propose it"
@@ -205,7 +207,7 @@ def _upload(api: HfApi, staging: Path, args: PushArguments, revision: str, varia
             revision=revision,
             commit_message=message,
             create_pr=args.create_pr,
-            delete_patterns="*" if args.overwrite else None,  # the branch ends up exactly the staged folder
+            delete_patterns="*" if replace else None,  # the branch ends up exactly the staged folder
         )
     except HfHubHTTPError as error:
         if created_repo:

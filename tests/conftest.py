@@ -193,8 +193,8 @@ def hub_server(tmp_path, monkeypatch):
     import secrets
 
     import huggingface_hub.constants as hub_constants
-    from huggingface_hub import hf_api
     from hub_server import HubServer
+    from huggingface_hub import hf_api
     from transformers.utils import hub as transformers_hub
 
     server = HubServer(token="hf_testtoken_" + secrets.token_hex(8)).start()

@@ -94,7 +94,7 @@ def test_cross_field_check(recipe_file):
 
 
 def test_a_hub_token_in_a_recipe_is_refused_and_never_in_the_recipe_dict(recipe_file):
-    with pytest.raises(ConfigError, match="hub_token does not belong in a recipe .* set the HF_TOKEN"):
+    with pytest.raises(ConfigError, match=r"hub_token does not belong in a recipe .* set the HF_TOKEN"):
         parse_recipe(["--config", str(recipe_file), "--hub_token", "hf_secret"])
     recipe = parse_recipe(["--config", str(recipe_file)])
     recipe.training.hub_token = "hf_secret"  # set by code rather than by a recipe

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
 from conftest import NO_EVAL_DURING_TRAINING, RECIPES, TOPICS, flags
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import HfApi, ModelCard, ModelCardData
 from sentence_transformers import SentenceTransformer
 
+from st_bge.cli import main
 from st_bge.config import ExportArguments, parse_recipe
 from st_bge.errors import ConfigError
 from st_bge.export import export_model
@@ -108,3 +111,94 @@ def test_onnx_export_agrees_with_pytorch(adapter_dir, beir_folder, tmp_path):
     assert int8.cosine_mean > 0.95
     saved = json.loads((tmp_path / "onnx" / "onnx_check.json").read_text())
     assert [entry["file"] for entry in saved] == ["model.onnx", "model_qint8.onnx"]
+
+
+# ---------------------------------------------------------------- end to end, through a Hub on 127.0.0.1
+
+
+@pytest.fixture
+def hub(hub_server, tiny_bert_path):
+    """The loopback Hub with the base model on it, as `BAAI/bge-m3` is on the real one."""
+    api = HfApi()
+    api.create_repo(BASE_ID)
+    api.upload_folder(repo_id=BASE_ID, folder_path=tiny_bert_path)
+    return hub_server
+
+
+def commits(repo_id, revision="main") -> list[str]:
+    return [commit.commit_id for commit in HfApi().list_repo_commits(repo_id, revision=revision)]
+
+
+def embeddings(name_or_path, revision=None):
+    return SentenceTransformer(str(name_or_path), revision=revision).encode(TEXTS, convert_to_tensor=True)
+
+
+def test_push_adapter_and_merged_then_anyone_loads_them(hub, adapter_dir, capsys):
+    local = embeddings(adapter_dir)
+    code = main(["push", str(adapter_dir), "--repo_id", "user/tiny", "--variant", "both", "--base_model", BASE_ID])
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Pushed the adapter to user/tiny@main" in out and "Pushed the merged to user/tiny@merged" in out
+    assert len(commits("user/tiny")) == 2  # the repo's initial commit + ONE commit with the adapter
+    assert len(commits("user/tiny", "merged")) == 3  # the branch starts at main, then ONE merged commit
+    main_files = hub.files("user/tiny")
+    assert "adapter_model.safetensors" in main_files and "model.safetensors" not in main_files
+    assert json.loads(main_files["adapter_config.json"])["base_model_name_or_path"] == BASE_ID
+    assert "model.safetensors" in hub.files("user/tiny", "merged")
+    # A fresh cache (the fixture's HF_HOME) and nothing local: both load and encode like the local model.
+    assert torch.allclose(embeddings("user/tiny"), local, atol=1e-5)
+    assert torch.allclose(embeddings("user/tiny", revision="merged"), local, atol=1e-5)
+    assert not hub.unhandled
+
+
+def test_pushing_onto_a_model_needs_overwrite_or_a_pr(hub, adapter_dir, capsys):
+    argv = ["push", str(adapter_dir), "--repo_id", "user/tiny", "--base_model", BASE_ID]
+    assert main(argv) == 0
+    before = commits("user/tiny")
+    assert main(argv) == 2
+    assert "user/tiny@main already holds a model: pass --overwrite" in capsys.readouterr().err
+    assert commits("user/tiny") == before
+
+    assert main([*argv, "--variant", "merged", "--create_pr", "true"]) == 0
+    assert commits("user/tiny") == before and "model.safetensors" in hub.files("user/tiny", "refs/pr/1")
+
+    assert main([*argv, "--variant", "merged", "--overwrite", "true"]) == 0
+    files = hub.files("user/tiny")
+    assert "model.safetensors" in files and "adapter_config.json" not in files  # replaced, not mixed
+
+
+def test_a_failed_upload_leaves_the_hub_as_it_was(hub, adapter_dir, capsys):
+    hub.fail_next_commit, hub.commit_failure_status = True, 422
+    argv = ["push", str(adapter_dir), "--repo_id", "user/new-repo", "--base_model", BASE_ID]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert "failed and the Hub repository was left as it was" in error
+    assert "user/new-repo" not in hub.repos  # the repository created for the push is gone again
+
+    assert main(argv) == 0
+    hub.fail_next_commit = True
+    assert main([*argv, "--variant", "merged", "--revision", "v2"]) == 2
+    assert set(hub.repos["user/new-repo"]["branches"]) == {"main"}  # nor is the branch created for it
+
+
+def test_the_token_is_sent_but_never_written_uploaded_or_logged(hub, adapter_dir, tmp_path, capsys, caplog):
+    caplog.set_level("DEBUG")
+    argv = ["push", str(adapter_dir), "--repo_id", "user/tiny", "--variant", "both", "--base_model", BASE_ID]
+    assert main([*argv, "--onnx", "true", "--private", "true"]) == 0
+    token = hub.token.encode()
+    assert f"Bearer {hub.token}" in hub.authorizations  # it was used, as a header
+    assert token not in hub.received_bytes()  # files, card, commit messages
+    written = [p for folder in (adapter_dir, Path(os.environ["HF_HOME"])) for p in folder.rglob("*") if p.is_file()]
+    assert written and not [p for p in written if token in p.read_bytes()]
+    captured = capsys.readouterr()
+    assert hub.token not in captured.out + captured.err + caplog.text
+    assert {"onnx/model.onnx", "onnx/model_qint8.onnx"} <= set(hub.files("user/tiny", "merged"))
+
+
+def test_push_without_a_token_says_how_to_log_in(adapter_dir, monkeypatch, tmp_path, capsys):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(tmp_path / "token"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", str(tmp_path / "stored_tokens"))
+    assert main(["push", str(adapter_dir), "--repo_id", "user/tiny"]) == 2
+    assert "no Hub token: set the HF_TOKEN environment variable or run `hf auth login`" in capsys.readouterr().err
