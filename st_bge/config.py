@@ -407,14 +407,20 @@ class Recipe:
     card: CardArguments
     training: TrainingArguments
     source: str | None = None  # the YAML file, for messages and the model card
+    # The keys the YAML and the flags set: the training section of the card lists these, not the ~100 defaults.
+    given: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """The recipe as plain values (training arguments: only those that differ from the defaults, no secrets)."""
+        """The recipe as plain values (training arguments: only those the recipe or flags set, no secrets)."""
         sections = {
             name: {f.name: getattr(getattr(self, name), f.name) for f in fields(getattr(self, name))}
             for name in ("model", "data", "quality", "mining", "loss", "evaluation", "card")
         }
-        sections["training"] = _non_default_training_arguments(self.training)
+        sections["training"] = {
+            f.name: getattr(self.training, f.name)
+            for f in fields(self.training)
+            if f.name in self.given and f.name not in SECRET_FIELDS
+        }
         return sections
 
 
@@ -442,24 +448,12 @@ class EvalRecipe:
 EVAL_SECTIONS = (EvalRunArguments, EvaluationArguments)
 
 
-def _non_default_training_arguments(args: TrainingArguments) -> dict[str, Any]:
-    """Fields that differ from the defaults, never a secret (`hub_token`): this dict goes into public cards."""
-    defaults = TrainingArguments(output_dir=args.output_dir)
-    return {
-        f.name: getattr(args, f.name)
-        for f in fields(args)
-        if f.init
-        and not f.name.startswith("_")
-        and f.name not in SECRET_FIELDS
-        and getattr(args, f.name) != getattr(defaults, f.name)
-    }
-
-
 class RecipeParser(HfArgumentParser):
     """`HfArgumentParser` over the recipe sections, with trl-style `--config recipe.yaml` defaults."""
 
     def __init__(self, sections: Sequence[type] = SECTIONS, optional: Sequence[str] = ()) -> None:
         super().__init__(sections)
+        self.given_keys: set[str] = set()  # what the last parse set explicitly (YAML keys and flags)
         for action in self._actions:
             if _field_type(sections, action.dest) == "dict":
                 action.type = _json_mapping(action.dest)
@@ -475,6 +469,7 @@ class RecipeParser(HfArgumentParser):
         """
         argv = list(sys.argv[1:] if argv is None else argv)
         source = None
+        self.given_keys = {item[2:].split("=")[0].removeprefix("no_") for item in argv if item.startswith("--")}
         if "--config" in argv:
             index = argv.index("--config")
             if index + 1 >= len(argv):
@@ -519,6 +514,7 @@ class RecipeParser(HfArgumentParser):
             action.required = False
         # set_defaults reaches every action of a dest (e.g. `--no_<field>` too), so a YAML `false` sticks.
         self.set_defaults(**config)
+        self.given_keys |= set(config)
 
     def _suggest(self, key: str) -> str:
         known = [action.dest for action in self._actions if action.dest != "help"]
@@ -606,16 +602,18 @@ def validate(recipe: Recipe) -> None:
 
 def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
     """Parse a training recipe the way `recipes/train.py` and `st-bge train` do."""
-    sections, source = RecipeParser(SECTIONS).parse_sections(argv)
-    recipe = Recipe(*sections, source=source)
+    parser = RecipeParser(SECTIONS)
+    sections, source = parser.parse_sections(argv)
+    recipe = Recipe(*sections, source=source, given=frozenset(parser.given_keys))
     validate(recipe)
     return recipe
 
 
 def parse_data_recipe(argv: Sequence[str] | None = None) -> Recipe:
     """Parse a training recipe (or flags) for `st-bge data check|mine`, where the model is optional."""
-    sections, source = RecipeParser(SECTIONS, optional=("model_name_or_path",)).parse_sections(argv)
-    recipe = Recipe(*sections, source=source)
+    parser = RecipeParser(SECTIONS, optional=("model_name_or_path",))
+    sections, source = parser.parse_sections(argv)
+    recipe = Recipe(*sections, source=source, given=frozenset(parser.given_keys))
     validate(recipe)
     return recipe
 

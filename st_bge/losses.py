@@ -41,6 +41,7 @@ def build_loss(
             above 1 and `args.gather_across_devices` is not set.
     """
     gather = args.gather_across_devices if args.gather_across_devices is not None else world_size > 1
+    logger.info("Loss: %s, temperature %s, gather_across_devices=%s", args.loss, args.temperature, gather)
     if args.loss in ("mnrl", "cached_mnrl"):
         kwargs = {"scale": 1.0 / args.temperature, "gather_across_devices": gather}
         if args.loss == "mnrl":

@@ -123,29 +123,36 @@ def test_cli_reports_bad_data_in_one_line(tmp_path, tiny_bert_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_accelerate_launch_bge_m3_recipe_two_steps(tiny_xlmr_path, beir_folder, tmp_path):
-    """The BGE-M3 recipe as users launch it, with a tiny local XLM-R (M3 heads included) in place of BAAI/bge-m3."""
-    output_dir = tmp_path / "m3"
+def accelerate_launch(config: str, recipe: str, output_dir, *argv: str, cwd) -> subprocess.CompletedProcess:
+    """`accelerate launch --config_file accelerate_configs/<config> recipes/train.py --config <recipe> ...`."""
     command = [
         sys.executable,
         "-m",
         "accelerate.commands.launch",
         "--config_file",
-        str(REPO / "accelerate_configs" / "cpu.yaml"),
+        str(REPO / "accelerate_configs" / config),
         str(RECIPES / "train.py"),
         "--config",
-        str(RECIPES / "bge-m3" / "lora-cached-gist.yaml"),
-        *flags(
-            model_name_or_path=tiny_xlmr_path,
-            dataset_name_or_path=beir_folder,
-            max_steps=2,
-            per_device_train_batch_size=4,
-            mini_batch_size=2,
-            output_dir=output_dir,
-            **NO_EVAL_DURING_TRAINING,
-        ),
+        str(RECIPES / recipe),
+        "--output_dir",
+        str(output_dir),
+        *argv,
     ]
-    completed = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=os.environ, timeout=300)
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=os.environ, timeout=300)
+
+
+def test_accelerate_launch_bge_m3_recipe_two_steps(tiny_xlmr_path, beir_folder, tmp_path):
+    """The BGE-M3 recipe as users launch it, with a tiny local XLM-R (M3 heads included) in place of BAAI/bge-m3."""
+    output_dir = tmp_path / "m3"
+    argv = flags(
+        model_name_or_path=tiny_xlmr_path,
+        dataset_name_or_path=beir_folder,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        mini_batch_size=2,
+        **NO_EVAL_DURING_TRAINING,
+    )
+    completed = accelerate_launch("cpu.yaml", "bge-m3/lora-cached-gist.yaml", output_dir, *argv, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "| ndcg@10 |" in completed.stdout
     assert (output_dir / "adapter_model.safetensors").is_file()
@@ -153,6 +160,27 @@ def test_accelerate_launch_bge_m3_recipe_two_steps(tiny_xlmr_path, beir_folder, 
     assert "BGE-M3 heads (sparse_linear.pt, colbert_linear.pt) were not fine-tuned" in card
     reloaded = SentenceTransformer(str(output_dir))
     assert reloaded[1].pooling_mode == "cls"
+
+
+def test_two_cpu_processes_gather_negatives_and_report_once(tiny_bert_path, beir_folder, tmp_path):
+    """DDP on CPU (gloo): both processes train, negatives are gathered, evaluation and files come from rank 0."""
+    output_dir = tmp_path / "ddp"
+    argv = flags(
+        model_name_or_path=tiny_bert_path,
+        dataset_name_or_path=beir_folder,
+        max_steps=2,
+        per_device_train_batch_size=2,
+        mini_batch_size=2,
+        lora_target_modules=["query", "value"],
+        use_cpu=True,
+        ddp_backend="gloo",
+        **NO_EVAL_DURING_TRAINING,
+    )
+    completed = accelerate_launch("cpu_multi_process.yaml", "quickstart.yaml", output_dir, *argv, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stdout.count("| ndcg@10 |") == 1  # the results table is printed by the main process only
+    assert "gather_across_devices=True" in completed.stderr
+    assert (output_dir / "adapter_model.safetensors").is_file() and (output_dir / "eval_results.json").is_file()
 
 
 def test_full_fine_tune_saves_a_model_that_reloads_identically(tiny_bert_path, beir_folder, tmp_path):
