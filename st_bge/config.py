@@ -392,6 +392,14 @@ class TrainingArguments(SentenceTransformerTrainingArguments):
         default="no_duplicates",
         metadata={"help": "'no_duplicates' (default: no text twice in a batch), 'batch_sampler' or 'group_by_label'."},
     )
+    max_tokens_per_batch: int | None = field(
+        default=None,
+        metadata={
+            "help": "Length-aware batching, as BGE-M3 was trained: rows of similar length are batched together and "
+            "a batch holds at most this many tokens (rows x longest row), so long documents get smaller batches "
+            "(per_device_train_batch_size is the largest). Replaces batch_sampler; the padding saved is logged."
+        },
+    )
 
 
 @dataclass

@@ -7,6 +7,7 @@ base-model evaluation, the final evaluation, the card and the results files are 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from pathlib import Path
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from transformers import set_seed
 
+from st_bge.batching import TokenBudgetBatchSampler, padding_report, random_batches
 from st_bge.config import ModelArguments, Recipe, check_output_dir
 from st_bge.data import TrainingData, load_training_data
 from st_bge.data.preparation import PreparedData, enforce_verdict, prepare_data
@@ -99,6 +101,8 @@ def train(recipe: Recipe) -> TrainResult:
         args.prompts = {"anchor": query_prompt}
         logger.info("Training prompts: %s", args.prompts)
 
+    if args.max_tokens_per_batch:
+        args.batch_sampler = _token_budget_sampler(data, model, args)
     # st-bge pushes once, after the run, through `st_bge.publish` (staged folder, Hub ids, one commit); the
     # Trainer's own push would upload checkpoints with the local base-model path in adapter_config.json.
     push_requested, args.push_to_hub = args.push_to_hub, False
@@ -137,6 +141,33 @@ def _write_reports(trainer: SentenceTransformerTrainer, comparison: ModelCompari
     if comparison is not None:
         comparison.save(output_dir)
         plot_metric_bars(comparison, output_dir / "metrics.png")
+
+
+def _token_budget_sampler(data: TrainingData, model: SentenceTransformer, args) -> functools.partial:
+    """The Trainer's batch sampler factory for `max_tokens_per_batch`, after logging the padding it saves."""
+    sampler = functools.partial(
+        TokenBudgetBatchSampler,
+        tokenizer=model.tokenizer,
+        max_tokens=args.max_tokens_per_batch,
+        max_length=model.max_seq_length,
+    )
+    batch_size = args.per_device_train_batch_size
+    for name, rows in data.train_sets.items():
+        budget = sampler(rows, batch_size, drop_last=False, seed=args.seed)
+        with_budget = padding_report(budget.column_lengths, budget.batches())
+        without = padding_report(budget.column_lengths, random_batches(len(rows), batch_size, args.seed))
+        logger.info(
+            "%s: padding %.1f%% of the tokens with random batches of %d, %.1f%% with a budget of %d tokens "
+            "(%d batches instead of %d)",
+            name,
+            100 * without.waste,
+            batch_size,
+            100 * with_budget.waste,
+            args.max_tokens_per_batch,
+            with_budget.batches,
+            without.batches,
+        )
+    return sampler
 
 
 def _push(recipe: Recipe) -> None:
