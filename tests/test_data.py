@@ -263,3 +263,21 @@ def test_duplicate_ids_in_a_beir_corpus(beir_folder, tmp_path):
         f"{folder / 'corpus.jsonl'}, line 13, field '_id': id 'c-sort' appears again with a different text "
         "(first on line 1)"
     )
+
+
+def test_split_keeps_repeated_queries_and_shared_documents_on_one_side():
+    """MBPP has two problems with one prompt, and problems sharing a solution: a split by id would leak them."""
+    from st_bge.data import RetrievalSet
+
+    queries = {f"q{i}": f"question {i}" for i in range(20)}
+    queries["q1"] = "Question 0?"  # the same text as q0 once normalised
+    qrels = {f"q{i}": {f"d{i}": 1} for i in range(20)}
+    qrels["q3"] = {"d2": 1}  # q2 and q3 share their relevant document
+    corpus = {f"d{i}": f"document {i}" for i in range(20)}
+    full = RetrievalSet(queries=queries, corpus=corpus, qrels=qrels, name="toy")
+    for seed in range(10):
+        train, held_out = full.split(0.3, seed)
+        assert sorted([*train.queries, *held_out.queries]) == sorted(queries)
+        for pair in (("q0", "q1"), ("q2", "q3")):
+            assert (pair[0] in held_out.queries) == (pair[1] in held_out.queries), (seed, pair)
+        assert 6 <= len(held_out.queries) <= 7

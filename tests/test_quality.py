@@ -7,8 +7,9 @@ import json
 import pytest
 from datasets import Dataset
 
-from st_bge.data.quality import check_quality, normalise
+from st_bge.data.quality import check_quality
 from st_bge.data.retrieval_set import RetrievalSet, load_beir
+from st_bge.data.text import normalise
 
 CLEAN = {
     "anchor": ["How do I reset my password?", "What is the refund policy?", "When does my order ship?"],

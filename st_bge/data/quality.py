@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar
 from datasets import Dataset
 
 from st_bge.data.retrieval_set import RetrievalSet
+from st_bge.data.text import normalise
 from st_bge.markdown import markdown_table
 
 Level = Literal["ok", "warn", "fail"]
@@ -161,23 +162,7 @@ THRESHOLDS: tuple[Threshold, ...] = (
 )
 
 
-class _PunctuationTable(dict):
-    """A `str.translate` table deleting Unicode punctuation (categories P*), filled in per character seen."""
-
-    def __missing__(self, code: int) -> int | None:
-        value = None if unicodedata.category(chr(code)).startswith("P") else code
-        self[code] = value
-        return value
-
-
-_PUNCTUATION = _PunctuationTable()
 _ASCII_LETTER = re.compile("[a-z]")
-
-
-def normalise(text: str) -> str:
-    """NFKC, casefold, Unicode punctuation removed (not replaced: 'N/A' -> 'na', 'e-mail' -> 'email'), whitespace
-    collapsed: the form in which texts are compared."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().translate(_PUNCTUATION).split())
 
 
 class _Normalised(dict):

@@ -19,6 +19,7 @@ from pathlib import Path
 from datasets import Dataset
 
 from st_bge.data.sources import Records, read_records, read_text_lines
+from st_bge.data.text import normalise
 from st_bge.errors import DataError
 
 QRELS_HEADER = ("query-id", "corpus-id", "score")
@@ -65,18 +66,53 @@ class RetrievalSet:
         )
 
     def split(self, eval_size: float, seed: int) -> tuple[RetrievalSet, RetrievalSet]:
-        """Split by query (no query on both sides) into (train, eval); both keep the full corpus.
+        """Split by query into (train, eval), leakage-free; both keep the full corpus.
 
-        The queries are sorted before the seeded shuffle, so the split depends only on the ids and the seed.
+        Queries that are the same text (after `normalise`) or share a relevant document (by text, so copies under
+        two ids count) are one group and stay on one side: otherwise MBPP's problems with one prompt or one
+        solution, or two questions answered by one passage, would be trained on and evaluated on. Groups are ordered by their smallest query id before the seeded
+        shuffle, so the split depends only on the data and the seed; eval gets whole groups until it holds
+        round(eval_size x queries) queries or just more.
         """
-        query_ids = sorted(self.qrels)
-        random.Random(seed).shuffle(query_ids)
-        n_eval = round(len(query_ids) * eval_size)
-        if not 0 < n_eval < len(query_ids):
+        groups = self._leakage_groups()
+        random.Random(seed).shuffle(groups)
+        target = round(len(self.qrels) * eval_size)
+        eval_ids: list[str] = []
+        for group in groups:
+            if len(eval_ids) >= target:
+                break
+            eval_ids += group
+        if not 0 < len(eval_ids) < len(self.qrels):
             raise DataError(
-                self.name, f"eval_split_size={eval_size} leaves no queries on one side of {len(query_ids)} queries"
+                self.name, f"eval_split_size={eval_size} leaves no queries on one side of {len(self.qrels)} queries"
             )
-        return self.subset(query_ids[n_eval:]), self.subset(query_ids[:n_eval])
+        held_out = set(eval_ids)
+        return self.subset(qid for qid in sorted(self.qrels) if qid not in held_out), self.subset(sorted(eval_ids))
+
+    def _leakage_groups(self) -> list[list[str]]:
+        """Query ids joined (union-find) by identical normalised text or a relevant document of identical text."""
+        parent = {qid: qid for qid in self.qrels}
+
+        def root(qid: str) -> str:
+            while parent[qid] != qid:
+                parent[qid] = parent[parent[qid]]
+                qid = parent[qid]
+            return qid
+
+        doc_text: dict[str, str] = {}  # a relevant document by its normalised text: copies under two ids join too
+        first_with: dict[tuple[str, str], str] = {}
+        for qid in sorted(self.qrels):
+            keys = [("query", normalise(self.queries[qid]))]
+            for doc_id, grade in self.qrels[qid].items():
+                if grade > 0:
+                    keys.append(("doc", doc_text.setdefault(doc_id, normalise(self.corpus[doc_id]))))
+            for key in keys:
+                other = first_with.setdefault(key, qid)
+                parent[root(qid)] = root(other)
+        groups: dict[str, list[str]] = {}
+        for qid in sorted(self.qrels):
+            groups.setdefault(root(qid), []).append(qid)
+        return sorted(groups.values())
 
     @classmethod
     def from_training_dataset(cls, dataset: Dataset, name: str) -> RetrievalSet:
