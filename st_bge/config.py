@@ -24,6 +24,8 @@ from st_bge.errors import ConfigError
 
 LOSS_NAMES = ("mnrl", "cached_mnrl", "gist", "cached_gist")
 SECRET_FIELDS = frozenset({"hub_token"})
+# How a run was started, not how the model was trained: left out of the recipe in the card.
+RUN_CONTROL_FIELDS = frozenset({"resume_from_checkpoint", "overwrite_output_dir"})
 DEFAULT_METRICS = ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100"]
 
 
@@ -387,6 +389,14 @@ class TrainingArguments(SentenceTransformerTrainingArguments):
     overwrite_output_dir: bool = field(
         default=False, metadata={"help": "Allow writing into an output_dir that already has files in it."}
     )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={
+            "help": "Continue a stopped run in its output_dir: 'auto' (or 'true') takes the last complete "
+            "checkpoint-* folder there, or give a checkpoint folder. Weights, optimizer, scheduler, RNG states and "
+            "the position in the data are restored, so the run ends as if it had not stopped."
+        },
+    )
     # In-batch negatives are only negatives if they differ from the anchor's own positive.
     batch_sampler: str = field(
         default="no_duplicates",
@@ -427,7 +437,7 @@ class Recipe:
         sections["training"] = {
             f.name: getattr(self.training, f.name)
             for f in fields(self.training)
-            if f.name in self.given and f.name not in SECRET_FIELDS
+            if f.name in self.given and f.name not in SECRET_FIELDS | RUN_CONTROL_FIELDS
         }
         return sections
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
 from transformers import set_seed
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from st_bge.batching import TokenBudgetBatchSampler, padding_report, random_batches
 from st_bge.config import ModelArguments, Recipe, check_output_dir
@@ -63,8 +65,9 @@ def build_evaluator(recipe: Recipe, data: TrainingData) -> RanxRetrievalEvaluato
 def train(recipe: Recipe) -> TrainResult:
     """Run the recipe end to end and return the trained model, where it was saved and its results."""
     args = recipe.training
+    checkpoint = _checkpoint_to_resume(args.resume_from_checkpoint, args.output_dir)
     # Resuming writes into the run's own folder by design.
-    check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir or bool(args.resume_from_checkpoint))
+    check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir or checkpoint is not None)
     set_seed(args.seed)
     data = load_training_data(recipe.data)
     _check_evaluation_settings(recipe, data)
@@ -109,7 +112,7 @@ def train(recipe: Recipe) -> TrainResult:
     trainer = SentenceTransformerTrainer(
         model=model, args=args, train_dataset=data.train, loss=loss, evaluator=evaluator
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=checkpoint)
 
     comparison = None
     if evaluator is not None and trainer.is_world_process_zero():
@@ -128,6 +131,45 @@ def train(recipe: Recipe) -> TrainResult:
         if push_requested:
             _push(recipe)
     return TrainResult(trainer=trainer, output_dir=Path(args.output_dir), comparison=comparison)
+
+
+def _checkpoint_to_resume(value: str | bool | None, output_dir: str) -> str | None:
+    """The checkpoint folder `resume_from_checkpoint` names; 'auto' or 'true': output_dir's last complete one.
+
+    A run killed while saving leaves a higher-numbered folder without a (whole) trainer_state.json, which
+    transformers' `get_last_checkpoint` would pick and then fail on, so it is skipped. Checked here, before data
+    and model loading, like every other user input.
+
+    Raises:
+        ConfigError: no complete checkpoint to resume from, or the given folder is not a checkpoint.
+    """
+    if value is None or str(value).lower() == "false":  # a YAML `true`/`false` arrives as a bool
+        return None
+    if str(value).lower() not in ("auto", "true"):
+        if not _is_complete(Path(value)):
+            raise ConfigError(
+                f"resume_from_checkpoint '{value}' is not a checkpoint folder (no valid {TRAINER_STATE_NAME})"
+            )
+        return str(value)
+    folders = [f for f in Path(output_dir).glob(f"{PREFIX_CHECKPOINT_DIR}-*") if f.name.split("-")[-1].isdigit()]
+    for folder in sorted(folders, key=lambda f: int(f.name.split("-")[-1]), reverse=True):
+        if _is_complete(folder):
+            logger.info("Resuming from %s", folder)
+            return str(folder)
+        logger.warning("Skipping %s: no valid %s (the run stopped while saving it)", folder, TRAINER_STATE_NAME)
+    raise ConfigError(
+        f"resume_from_checkpoint {value}: no {PREFIX_CHECKPOINT_DIR}-* folder with a valid {TRAINER_STATE_NAME} "
+        f"in output_dir '{output_dir}' to resume from; train without resume_from_checkpoint to start afresh"
+    )
+
+
+def _is_complete(checkpoint: Path) -> bool:
+    """A checkpoint is complete once its trainer_state.json, which the Trainer writes last, is whole JSON."""
+    try:
+        json.loads((checkpoint / TRAINER_STATE_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _write_reports(trainer: SentenceTransformerTrainer, comparison: ModelComparison | None, recipe: Recipe) -> None:
