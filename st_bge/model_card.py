@@ -62,6 +62,8 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
         # The card is a retrieval card: its usage snippet uses encode_query / encode_document.
         self.ir_model = True
         super().__post_init__()
+        extra_tags = ["st-bge", "retrieval", *(["lora", "peft"] if self.adapter else [])]
+        self.tags = [*(self.tags or []), *(tag for tag in extra_tags if tag not in (self.tags or []))]
 
     def set_widget_examples(self, dataset: Any) -> None:
         # sentence-transformers fills the Hub widget and the usage snippet with training texts here, whatever
