@@ -236,7 +236,10 @@ class LossArguments:
     gist_contrast_positives: bool = field(default=True, metadata={"help": "GIST: also contrast positive vs positive."})
     gather_across_devices: bool | None = field(
         default=None,
-        metadata={"help": "Share in-batch negatives across processes; default: on when more than one process runs."},
+        metadata={
+            "help": "Share in-batch negatives across processes; default: on when more than one process runs. (The GIST "
+            "losses gather positives and negatives; their anchor-anchor term stays per process.)"
+        },
     )
 
 

@@ -50,6 +50,15 @@ def build_loss(
 
     if guide is None:
         raise ValueError(f"loss '{args.loss}' needs a guide model")
+    if gather and args.gist_contrast_anchors:
+        # sentence-transformers gathers the candidates (positives, negatives) but not the anchors, so the
+        # anchor-vs-anchor term compares each anchor with its own process's anchors only (tests/test_distributed.py).
+        logger.warning(
+            "%s under %d processes: positives and negatives are gathered across processes, but the anchor-anchor "
+            "contrast (gist_contrast_anchors) uses each process's own anchors only",
+            args.loss,
+            world_size,
+        )
     kwargs = {
         "guide": guide,
         "temperature": args.temperature,

@@ -1,0 +1,281 @@
+"""In-batch losses under DDP (`gather_across_devices`) must equal one process on the whole global batch.
+
+Misaligned labels under gathering shipped as a bug elsewhere (sentence-transformers #3453 trained anchors towards
+their hard negatives); these tests make it impossible here. Two gloo processes on CPU each take half of an 8-row
+batch (rank r: rows 4r..4r+3), with the loss built by `st_bge.losses.build_loss(world_size=2)`, so the code path
+under test is st-bge's own. They are compared with one process on all 8 rows (world_size=1, nothing gathered).
+
+What "equal" means under gathering: each rank embeds its own 4 rows, gathers every rank's candidates, and scores
+only its own anchors against all 8 (or 16 with a negative column) candidates; the target of local anchor i is
+global column 4r + i. Its loss is the mean over its own anchors, so a rank's loss is not the global loss: the mean
+of the ranks' losses is (equal shards), and each rank's loss is the mean of the global per-anchor losses over its
+rows. The all-gather's backward sends each rank the gradient that every rank's loss puts on its embeddings, so
+after DDP averages the parameter gradients (sum / world size) they equal the one-process gradients.
+
+Only one spawn is paid for: the two workers run every configuration and save their results, and the tests compare
+them with the one-process reference computed in the pytest process.
+"""
+
+from __future__ import annotations
+
+import socket
+import warnings
+from pathlib import Path
+from typing import NamedTuple
+from unittest import mock
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from conftest import TOPICS
+
+from st_bge.config import LossArguments, ModelArguments
+from st_bge.losses import build_loss
+from st_bge.modeling import frozen_copy, load_model
+
+WORLD_SIZE = 2
+PER_RANK = 4
+MINI_BATCH_SIZE = 2  # below the per-rank batch, so the cached losses really split it (and replay it in backward)
+# float32 rounding: the two layouts sum in different orders (8-row vs 4-row matmuls, the all-gather's backward).
+# Measured: losses within ~1e-6 of values ~4-7, gradients within ~6e-6 of entries up to ~8. A label or gradient-flow
+# bug moves them by 0.5 or more (see the mutation check).
+LOSS_RTOL, LOSS_ATOL = 1e-5, 1e-6
+GRAD_RTOL, GRAD_ATOL = 1e-4, 3e-5
+
+# (anchor, positive, hard negative): the first 8 fixture topics, each negative a near miss of its positive.
+NEAR_MISSES = [
+    "def sort_numbers(xs):\n    return reversed(xs)",
+    "def reverse(s):\n    return s[1:]",
+    "def is_prime(n):\n    return n % 2 == 1",
+    "def total(xs):\n    return len(xs)",
+    "def largest(xs):\n    return min(xs)",
+    "def vowels(w):\n    return len(w)",
+    "def evens(xs):\n    return [x for x in xs if x % 2]",
+    "def squares(xs):\n    return [x + x for x in xs]",
+]
+ROWS = [
+    (query, code, negative) for (query, code), negative in zip(list(TOPICS.values())[:8], NEAR_MISSES, strict=True)
+]
+assert len(ROWS) == WORLD_SIZE * PER_RANK
+
+
+class Config(NamedTuple):
+    loss: str
+    columns: int  # 2: (anchor, positive); 3: with a hard-negative column
+    contrast_anchors: bool = False  # GIST only
+
+    def __str__(self) -> str:
+        anchors = "-contrast_anchors" if self.contrast_anchors else ""
+        return f"{self.loss}-{'triplets' if self.columns == 3 else 'pairs'}{anchors}"
+
+
+# GIST runs with contrast_anchors=False here; the anchor-anchor term is the one exception, see its own test.
+EQUAL = [Config(loss, columns) for loss in ("mnrl", "cached_mnrl", "gist", "cached_gist") for columns in (2, 3)]
+ANCHOR_CONTRAST = [Config(loss, columns, True) for loss in ("gist", "cached_gist") for columns in (2, 3)]
+
+
+def _redraw(model, seed: int) -> None:
+    """Redraw the model's weight matrices (std 0.25), seeded, so that every process draws the same ones."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() >= 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.25)
+
+
+def _model_and_guide(model_path: str):
+    """The fixture's tiny BGE model with its weights redrawn wider, and a frozen copy of it as the GIST guide.
+
+    At the fixture's initialisation (std 0.02) every text gets nearly the same CLS embedding (cosine 1.000 to three
+    decimals), so every loss sits at log(number of candidates) whatever the labels: a test of label alignment would
+    pass with the labels shuffled. Redrawn with std 0.25 the cosines spread over about 0.5-1.0.
+    The guide gets weights of its own (another seed), as a base model's would differ from the model in training:
+    a guide identical to the model masks every candidate it scores above the target, whichever column the target
+    is, and GIST would be almost blind to misaligned labels.
+    Dropout is off (eval mode) so that both layouts see the very same forward pass.
+    """
+    model = load_model(ModelArguments(model_name_or_path=model_path))
+    model.eval()
+    guide = frozen_copy(model)
+    _redraw(model, seed=0)
+    _redraw(guide, seed=1)
+    return model, guide
+
+
+def _features(model, rows: slice, columns: int) -> list[dict]:
+    """The tokenised columns of `ROWS[rows]`, every column padded to the same width.
+
+    Every text of the global batch is tokenised in one call and the rows are sliced out afterwards, so a rank's
+    4 rows carry exactly the token ids and padding that those rows have in the 8-row batch. Padding each rank to
+    its own longest text would change the sequence width, and with it the float sums of the attention kernels:
+    the embeddings would already differ by rounding before any label is involved. (The cached losses trim each
+    mini-batch's trailing padding, the same way in both layouts: mini-batches of 2 rows hold the same rows.)
+    """
+    texts = [row[column] for column in range(columns) for row in ROWS]
+    tokens = model.preprocess(texts)
+    features = []
+    for column in range(columns):
+        start = column * len(ROWS)
+        features.append(
+            {  # tensors are sliced; metadata such as `modality` is kept as is
+                key: value[start : start + len(ROWS)][rows] if isinstance(value, torch.Tensor) else value
+                for key, value in tokens.items()
+            }
+        )
+    return features
+
+
+def _build(model, guide, config: Config, world_size: int):
+    args = LossArguments(
+        loss=config.loss, mini_batch_size=MINI_BATCH_SIZE, gist_contrast_anchors=config.contrast_anchors
+    )
+    loss_fn = build_loss(model, args, guide=guide, world_size=world_size)
+    assert loss_fn.gather_across_devices is (world_size > 1)  # st-bge turns gathering on by itself
+    return loss_fn
+
+
+def _loss_and_grads(model, guide, config: Config, rows: slice, world_size: int):
+    """One training step's loss and parameter gradients (the cached losses backpropagate in a hook on the loss)."""
+    loss_fn = _build(model, guide, config, world_size)
+    model.zero_grad(set_to_none=True)
+    loss = loss_fn(_features(model, rows, config.columns), labels=None)
+    loss.backward()
+    grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), grads
+
+
+def _loss_with_rank_offset_zero(model, guide, config: Config, rows: slice) -> float:
+    """The loss with the bug class of sentence-transformers #3453 injected: labels not offset by the rank.
+
+    The losses place local anchor i's target at gathered column `get_rank() * local_batch + i`; with the module's
+    `get_rank` answering 0, rank 1's anchors target rank 0's positives. The tests require this to change the loss,
+    which proves that the equality assertions would catch misaligned labels.
+    """
+    loss_fn = _build(model, guide, config, WORLD_SIZE)
+    with mock.patch(f"{type(loss_fn).__module__}.get_rank", return_value=0), torch.no_grad():
+        return loss_fn(_features(model, rows, config.columns), labels=None).item()
+
+
+def _worker(rank: int, port: int, model_path: str, out_dir: str) -> None:
+    warnings.filterwarnings("ignore", category=FutureWarning)  # torch deprecates the all_gather ST calls
+    torch.set_num_threads(1)  # two processes on a shared 2-core machine
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
+    try:
+        model, guide = _model_and_guide(model_path)
+        rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
+        results = {}
+        for config in EQUAL + ANCHOR_CONTRAST:
+            loss, grads = _loss_and_grads(model, guide, config, rows, WORLD_SIZE)
+            for grad in grads.values():  # what DDP's reducer does: average the gradients over the ranks
+                dist.all_reduce(grad)
+                grad /= WORLD_SIZE
+            results[str(config)] = {"loss": loss, "grads": grads}
+            if config in EQUAL:
+                results[str(config)]["misaligned_loss"] = _loss_with_rank_offset_zero(model, guide, config, rows)
+        torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ranks(tiny_bert_path, tmp_path_factory) -> list[dict]:
+    """Each rank's results for every configuration, from one `mp.spawn` of two gloo workers."""
+    out_dir = tmp_path_factory.mktemp("ddp")
+    mp.spawn(_worker, args=(_free_port(), str(tiny_bert_path), str(out_dir)), nprocs=WORLD_SIZE, join=True)
+    return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
+
+
+@pytest.fixture(scope="module")
+def model_and_guide(tiny_bert_path):
+    return _model_and_guide(str(tiny_bert_path))
+
+
+@pytest.fixture(scope="module")
+def one_process(model_and_guide) -> dict[str, tuple[float, dict[str, torch.Tensor]]]:
+    """The reference: loss and gradients of one process (no process group) on all 8 rows, per configuration.
+
+    Computed on one thread, as the workers are, so that both sides run the same CPU kernels.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        configs = EQUAL + ANCHOR_CONTRAST
+        return {str(c): _loss_and_grads(*model_and_guide, c, slice(None), world_size=1) for c in configs}
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("config", EQUAL, ids=str)
+def test_ddp_loss_and_gradients_equal_one_process(ranks, one_process, config):
+    """The mean of the ranks' losses is the one-process loss; the DDP-averaged gradients are its gradients."""
+    loss, grads = one_process[str(config)]
+    rank_losses = [r[str(config)]["loss"] for r in ranks]
+    assert sum(rank_losses) / WORLD_SIZE == pytest.approx(loss, rel=LOSS_RTOL, abs=LOSS_ATOL)
+    for r in ranks:
+        ddp_grads = r[str(config)]["grads"]
+        assert ddp_grads.keys() == grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(
+                ddp_grads[name], grad, rtol=GRAD_RTOL, atol=GRAD_ATOL, msg=lambda m, n=name: f"{n}: {m}"
+            )
+    # The gradients are far from zero, so matching them within GRAD_ATOL is not vacuous.
+    assert max(grad.abs().max().item() for grad in grads.values()) > 100 * GRAD_ATOL
+
+
+@pytest.mark.parametrize("config", EQUAL, ids=str)
+def test_misaligned_labels_would_be_caught(ranks, one_process, config):
+    """Mutation check: with the labels not offset by the rank, rank 1's loss (and the mean) moves far off.
+
+    Rank 0's offset is 0 either way, so its loss must not move: the change is rank 1's anchors now targeting
+    rank 0's positives, exactly the misalignment the equality test must rule out.
+    """
+    loss, _ = one_process[str(config)]
+    rank0, rank1 = (r[str(config)] for r in ranks)
+    assert rank0["misaligned_loss"] == pytest.approx(rank0["loss"], rel=LOSS_RTOL, abs=LOSS_ATOL)
+    # Measured shifts: 0.5-3.6 (the fixture's tokenizer, hence the exact texts' ids, varies from run to run);
+    # 0.01 is four orders of magnitude above the float noise the equality test tolerates.
+    assert abs(rank1["misaligned_loss"] - rank1["loss"]) > 0.01
+    misaligned_mean = (rank0["misaligned_loss"] + rank1["misaligned_loss"]) / WORLD_SIZE
+    assert misaligned_mean != pytest.approx(loss, rel=LOSS_RTOL, abs=LOSS_ATOL)
+
+
+@pytest.mark.parametrize("columns", [2, 3])
+def test_each_rank_scores_its_own_anchors_against_the_global_candidates(ranks, model_and_guide, columns):
+    """Each rank's MNRL loss, recomputed by hand from the one-process embeddings.
+
+    Rank r's loss is the mean cross-entropy of its own anchors over all 8 positives (and 8 negatives), the target
+    of local anchor i being global row 4r + i: a rank-1 anchor's target is its own rank-1 positive.
+    """
+    model, _ = model_and_guide
+    with torch.no_grad():
+        embeddings = [model(feature)["sentence_embedding"] for feature in _features(model, slice(None), columns)]
+    anchors, candidates = embeddings[0], torch.cat(embeddings[1:])  # candidates: positives, then negatives
+    scale = 1.0 / LossArguments().temperature
+    logits = scale * F.normalize(anchors, dim=-1) @ F.normalize(candidates, dim=-1).T
+    per_anchor = F.cross_entropy(logits, torch.arange(len(ROWS)), reduction="none")
+    for rank, results in enumerate(ranks):
+        for loss_name in ("mnrl", "cached_mnrl"):
+            expected = per_anchor[rank * PER_RANK : (rank + 1) * PER_RANK].mean().item()
+            actual = results[str(Config(loss_name, columns))]["loss"]
+            assert actual == pytest.approx(expected, rel=LOSS_RTOL, abs=LOSS_ATOL), (loss_name, rank)
+
+
+@pytest.mark.parametrize("config", ANCHOR_CONTRAST, ids=str)
+def test_gist_anchor_contrast_stays_per_device(ranks, one_process, config):
+    """Known limit of sentence-transformers' GIST losses: with `gather_across_devices` they gather the positives
+    and negatives but not the anchors, so the anchor-anchor term (`gist_contrast_anchors`, on by default) only
+    contrasts an anchor with the anchors of its own device. Under DDP these losses are then not one process on the
+    global batch; labels stay aligned (see the tests above, run with the term off). If this test fails,
+    sentence-transformers now gathers the anchors too: move these configurations into `EQUAL`.
+    """
+    loss, _ = one_process[str(config)]
+    rank_losses = [r[str(config)]["loss"] for r in ranks]
+    assert sum(rank_losses) / WORLD_SIZE != pytest.approx(loss, rel=1e-3, abs=1e-3)
