@@ -59,7 +59,7 @@ from sentence_transformers.util import mine_hard_negatives
 
 from st_bge.config import MiningArguments
 from st_bge.errors import DataError
-from st_bge.evaluation.cache import default_cache_dir, model_fingerprint
+from st_bge.evaluation.cache import default_cache_dir, model_fingerprint, texts_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -239,17 +239,6 @@ def default_mining_cache_dir() -> Path:
     return default_cache_dir().parent / "mined"
 
 
-def _data_digest(pairs: Dataset, corpus: Sequence[str] | None) -> str:
-    # Length-prefixed, so that no two different lists of texts give the same bytes. None and [] mine alike.
-    digest = hashlib.blake2b(digest_size=16)
-    for texts in (pairs["anchor"], pairs["positive"], corpus or []):
-        digest.update(len(texts).to_bytes(8, "little"))
-        for text in texts:
-            encoded = text.encode()
-            digest.update(len(encoded).to_bytes(8, "little") + encoded)
-    return digest.hexdigest()
-
-
 def _cache_entry(
     args: MiningArguments,
     model: SentenceTransformer,
@@ -263,7 +252,7 @@ def _cache_entry(
     key = {
         "model": model_fingerprint(model),
         "cross_encoder": model_fingerprint(cross_encoder) if cross_encoder is not None else None,
-        "data": _data_digest(pairs, corpus),
+        "data": texts_fingerprint(pairs["anchor"], pairs["positive"], corpus or []),  # None and [] mine alike
         "settings": settings,
     }
     root = Path(args.mine_cache_dir) if args.mine_cache_dir else default_mining_cache_dir()

@@ -37,11 +37,16 @@ def model_fingerprint(model: SentenceTransformer) -> str:
     return digest.hexdigest()
 
 
-def corpus_fingerprint(doc_ids: Sequence[str], texts: Sequence[str]) -> str:
+def texts_fingerprint(*text_lists: Sequence[str]) -> str:
+    """A digest of lists of texts, length-prefixed so that no two different lists give the same bytes."""
     digest = hashlib.blake2b(digest_size=16)
-    for doc_id, text in zip(doc_ids, texts, strict=True):
-        digest.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
+    for texts in text_lists:
+        digest.update(len(texts).to_bytes(8, "little"))
+        for text in texts:
+            encoded = text.encode()
+            digest.update(len(encoded).to_bytes(8, "little") + encoded)
     return digest.hexdigest()
+
 
 
 class EmbeddingCache:
@@ -51,7 +56,7 @@ class EmbeddingCache:
         self.folder = Path(folder) if folder is not None else default_cache_dir()
 
     def path(self, model: SentenceTransformer, doc_ids: Sequence[str], texts: Sequence[str]) -> Path:
-        return self.folder / f"{model_fingerprint(model)}-{corpus_fingerprint(doc_ids, texts)}.pt"
+        return self.folder / f"{model_fingerprint(model)}-{texts_fingerprint(doc_ids, texts)}.pt"
 
     def encode_documents(
         self, model: SentenceTransformer, doc_ids: Sequence[str], texts: Sequence[str], **encode_kwargs
