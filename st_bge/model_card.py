@@ -101,10 +101,10 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
         ]
 
     def save_inputs(self, folder: str | Path) -> None:
-        """Write what the card is rendered from (`CARD_INPUTS_FILE`); see `card_data_from_folder`."""
+        """Write what the card is rendered from (`CARD_INPUTS_FILE`; the results are in `eval_results.json`, which
+        `ModelComparison.save` writes beside it); see `card_data_from_folder`."""
         inputs = {name: getattr(self, name) for name in CARD_INPUT_FIELDS}
         inputs["base_model"] = self.base_model
-        inputs["comparison"] = self.comparison.to_dict() if self.comparison else None
         path = Path(folder) / CARD_INPUTS_FILE
         path.write_text(json.dumps(inputs, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
@@ -129,11 +129,8 @@ def card_data_from_folder(folder: str | Path, **overrides: Any) -> StBgeModelCar
         FileNotFoundError: the folder was not written by `st-bge train`.
     """
     inputs = json.loads((Path(folder) / CARD_INPUTS_FILE).read_text(encoding="utf-8"))
-    comparison = inputs.pop("comparison")
     base_model = inputs.pop("base_model")
-    card_data = StBgeModelCardData(
-        **{**inputs, **overrides}, comparison=ModelComparison.from_dict(comparison) if comparison else None
-    )
+    card_data = StBgeModelCardData(**{**inputs, **overrides}, comparison=ModelComparison.load(folder))
     card_data.base_model = base_model
     return card_data
 

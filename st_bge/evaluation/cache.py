@@ -48,7 +48,6 @@ def texts_fingerprint(*text_lists: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-
 class EmbeddingCache:
     """Document embeddings in `folder`, one file per (model, corpus) pair."""
 

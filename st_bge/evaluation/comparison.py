@@ -94,8 +94,12 @@ class ModelComparison:
         return result
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelComparison:
-        """The comparison back from `to_dict()` (e.g. `eval_results.json`); derived fields are recomputed."""
+    def load(cls, output_dir: str | Path, stem: str = "eval_results") -> ModelComparison | None:
+        """The comparison `save` wrote into `output_dir` (derived fields recomputed), or None if there is none."""
+        path = Path(output_dir) / f"{stem}.json"
+        if not path.is_file():
+            return None
+        data = json.loads(path.read_text(encoding="utf-8"))
         return cls(**{key: data[key] for key in ("eval_set", "metrics", "models", "scores", "p_values", "max_p")})
 
     def save(self, output_dir: str | Path, stem: str = "eval_results") -> list[Path]:
