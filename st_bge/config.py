@@ -621,9 +621,10 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"column_mapping applies to 'pairs' data, not dataset_format '{data.dataset_format}'")
 
 
-def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
-    """Parse a training recipe the way `recipes/train.py` and `st-bge train` do."""
-    parser = RecipeParser(SECTIONS)
+def parse_recipe(argv: Sequence[str] | None = None, *, optional: Sequence[str] = ()) -> Recipe:
+    """Parse a training recipe the way `recipes/train.py` and `st-bge train` do; fields in `optional` may be left
+    out (None)."""
+    parser = RecipeParser(SECTIONS, optional=optional)
     sections, source = parser.parse_sections(argv)
     recipe = Recipe(*sections, source=source, given=frozenset(parser.given_keys))
     validate(recipe)
@@ -632,11 +633,7 @@ def parse_recipe(argv: Sequence[str] | None = None) -> Recipe:
 
 def parse_data_recipe(argv: Sequence[str] | None = None) -> Recipe:
     """Parse a training recipe (or flags) for `st-bge data check|mine`, where the model is optional."""
-    parser = RecipeParser(SECTIONS, optional=("model_name_or_path",))
-    sections, source = parser.parse_sections(argv)
-    recipe = Recipe(*sections, source=source, given=frozenset(parser.given_keys))
-    validate(recipe)
-    return recipe
+    return parse_recipe(argv, optional=("model_name_or_path",))
 
 
 def parse_push_arguments(argv: Sequence[str] | None = None) -> PushArguments:
