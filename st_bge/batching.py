@@ -49,6 +49,8 @@ class TokenBudgetBatchSampler(DefaultBatchSampler):
         tokenizer: The model's tokenizer, to count tokens.
         max_tokens: Token budget per batch.
         max_length: The model's max_seq_length (longer texts are truncated, so they cost this much).
+        lengths_cache: Token lengths by dataset fingerprint, shared between the samplers one factory makes, so that
+            the start-up padding report and the Trainer's sampler tokenize the data once.
     """
 
     def __init__(
@@ -63,9 +65,14 @@ class TokenBudgetBatchSampler(DefaultBatchSampler):
         tokenizer,
         max_tokens: int,
         max_length: int | None = None,
+        lengths_cache: dict[str, dict[str, list[int]]] | None = None,
     ) -> None:
         super().__init__(dataset, batch_size, drop_last, valid_label_columns, generator, seed)
-        self.column_lengths = row_token_lengths(dataset, tokenizer, max_length)
+        cache = {} if lengths_cache is None else lengths_cache
+        key = dataset._fingerprint
+        if key not in cache:
+            cache[key] = row_token_lengths(dataset, tokenizer, max_length)
+        self.column_lengths = cache[key]
         self.row_lengths = [max(row) for row in zip(*self.column_lengths.values(), strict=True)]
         self.max_tokens = max_tokens
         self.groups = _length_groups(self.row_lengths)

@@ -192,6 +192,7 @@ def _token_budget_sampler(data: TrainingData, model: SentenceTransformer, args) 
         tokenizer=model.tokenizer,
         max_tokens=args.max_tokens_per_batch,
         max_length=model.max_seq_length,
+        lengths_cache={},
     )
     batch_size = args.per_device_train_batch_size
     for name, rows in data.train_sets.items():
