@@ -237,7 +237,7 @@ def _prepare_data(recipe: Recipe, data: TrainingData, model: SentenceTransformer
     if args.process_index == 0 and (prepared.quality or prepared.mining):
         prepared.save(args.output_dir)
         for name, quality in prepared.quality.items():
-            report = prepared.report_dir(args.output_dir, name) / "data_quality.md"
+            report = prepared.report_path(args.output_dir, name)
             logger.info("Data check of %s: %s %s (report: %s)", name, quality.verdict, quality.reasons, report)
     enforce_verdict(prepared, recipe.quality, args.output_dir)
     return prepared

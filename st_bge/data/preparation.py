@@ -36,6 +36,10 @@ class PreparedData:
         """Where the reports of source `name` go: `output_dir` itself, or `data_reports/<name>` in a mixture."""
         return Path(output_dir) if len(self.data.train_sets) == 1 else Path(output_dir) / "data_reports" / name
 
+    def report_path(self, output_dir: str | Path, name: str) -> Path:
+        """The quality report of source `name`, as `save` writes it."""
+        return self.report_dir(output_dir, name) / "data_quality.md"
+
     def save(self, output_dir: str | Path) -> None:
         """Reports beside the model: `data_quality.{json,md}` and `mining_report.json` (+ the dropped sample),
         in a subfolder per source for a mixture. These hold text samples: they stay local, never in the card."""
@@ -105,7 +109,7 @@ def enforce_verdict(prepared: PreparedData, quality: QualityArguments, output_di
     for name, report in prepared.quality.items():
         if report.verdict == "fail":
             reasons = "; ".join(report.reasons)
-            where = prepared.report_dir(output_dir, name) / "data_quality.md"
+            where = prepared.report_path(output_dir, name)
             if quality.data_check == "enforce":
                 raise DataError(
                     name,
