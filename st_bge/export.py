@@ -165,12 +165,12 @@ def check_onnx(
 def export_model(args: ExportArguments) -> list[OnnxCheck]:
     """`st-bge export`: merge an adapter if needed, export, and check every file on `check_dataset`'s texts."""
     from st_bge.data import load_retrieval_set
-    from st_bge.publish import ADAPTER_CONFIG, stage
+    from st_bge.publish import ADAPTER_CONFIG, require_model_dir, stage
 
+    model_dir = require_model_dir(args.model_dir)
     check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir)
     texts = list(load_retrieval_set(args.check_dataset).corpus.values()) if args.check_dataset else []
     with tempfile.TemporaryDirectory(prefix="st-bge-export-") as tmp:
-        model_dir = Path(args.model_dir)
         if (model_dir / ADAPTER_CONFIG).is_file():
             model_dir = stage(model_dir, Path(tmp) / "merged", variant="merged")
         paths = export_onnx(model_dir, args.output_dir, quantize=args.quantize)

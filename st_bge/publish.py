@@ -60,9 +60,7 @@ def push(args: PushArguments) -> list[PushResult]:
         ConfigError: no token, a folder not written by `st-bge train`, a base model with no Hub id, or a branch
             that already holds a model (without `overwrite` or `create_pr`).
     """
-    model_dir = Path(args.model_dir)
-    if not (model_dir / "modules.json").is_file():
-        raise ConfigError(f"{model_dir}: not a Sentence Transformers folder (no modules.json); give an st-bge output")
+    model_dir = require_model_dir(args.model_dir)
     if get_token() is None:
         raise ConfigError("no Hub token: set the HF_TOKEN environment variable or run `hf auth login`")
     is_adapter = (model_dir / ADAPTER_CONFIG).is_file()
@@ -96,6 +94,18 @@ def push(args: PushArguments) -> list[PushResult]:
                 raise HubError(f"{args.repo_id}: {_first_line(error)}") from None
             results.append(PushResult(variant, revision or "main", commit))
     return results
+
+
+def require_model_dir(model_dir: str | Path) -> Path:
+    """`model_dir` as a Path, if it is a Sentence Transformers folder (what `st-bge train` writes).
+
+    Raises:
+        ConfigError: it is not.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "modules.json").is_file():
+        raise ConfigError(f"{model_dir}: not a Sentence Transformers folder (no modules.json); give an st-bge output")
+    return model_dir
 
 
 def stage(

@@ -203,3 +203,12 @@ def test_push_without_a_token_says_how_to_log_in(adapter_dir, monkeypatch, tmp_p
     monkeypatch.setattr("huggingface_hub.constants.HF_STORED_TOKENS_PATH", str(tmp_path / "stored_tokens"))
     assert main(["push", str(adapter_dir), "--repo_id", "user/tiny"]) == 2
     assert "no Hub token: set the HF_TOKEN environment variable or run `hf auth login`" in capsys.readouterr().err
+
+
+def test_export_of_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nothing"), "--output_dir", str(tmp_path / "onnx")]) == 2
+    assert capsys.readouterr().err == (
+        f"st-bge: error: {tmp_path / 'nothing'}: not a Sentence Transformers folder (no modules.json); give an "
+        "st-bge output\n"
+    )
+    assert not (tmp_path / "onnx").exists()
