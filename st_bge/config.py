@@ -237,8 +237,8 @@ class LossArguments:
     gather_across_devices: bool | None = field(
         default=None,
         metadata={
-            "help": "Share in-batch negatives across processes; default: on when more than one process runs. (The GIST "
-            "losses gather positives and negatives; their anchor-anchor term stays per process.)"
+            "help": "Share in-batch negatives across processes, so that N processes train as one on the global "
+            "batch; default: on when more than one process runs."
         },
     )
 

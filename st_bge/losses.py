@@ -4,11 +4,16 @@ BGE reports a softmax temperature (0.02); MultipleNegativesRankingLoss takes its
 GIST losses take the temperature directly. The cached (GradCache) variants compute the same loss in
 mini-batches, so a larger batch adds in-batch negatives without more activation memory; gradient accumulation
 would not add any.
+
+Under several processes the in-batch losses gather every process's candidates (`gather_across_devices`), so
+that 2 processes train exactly as 1 process on the global batch (tests/test_distributed.py). The GIST losses need
+one addition for that, `_GlobalAnchorContrast` below.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.losses import (
@@ -17,7 +22,8 @@ from sentence_transformers.sentence_transformer.losses import (
     GISTEmbedLoss,
     MultipleNegativesRankingLoss,
 )
-from torch import nn
+from sentence_transformers.util import all_gather_with_grad
+from torch import Tensor, nn
 
 from st_bge.config import LossArguments
 
@@ -50,15 +56,6 @@ def build_loss(
 
     if guide is None:
         raise ValueError(f"loss '{args.loss}' needs a guide model")
-    if gather and args.gist_contrast_anchors:
-        # sentence-transformers gathers the candidates (positives, negatives) but not the anchors, so the
-        # anchor-vs-anchor term compares each anchor with its own process's anchors only (tests/test_distributed.py).
-        logger.warning(
-            "%s under %d processes: positives and negatives are gathered across processes, but the anchor-anchor "
-            "contrast (gist_contrast_anchors) uses each process's own anchors only",
-            args.loss,
-            world_size,
-        )
     kwargs = {
         "guide": guide,
         "temperature": args.temperature,
@@ -69,9 +66,54 @@ def build_loss(
         "gather_across_devices": gather,
     }
     if args.loss == "gist":
-        return GISTEmbedLoss(model, **kwargs)
-    return CachedGISTEmbedLoss(model, mini_batch_size=args.mini_batch_size, **kwargs)
+        return GISTLoss(model, **kwargs)
+    return CachedGISTLoss(model, mini_batch_size=args.mini_batch_size, **kwargs)
 
 
 def needs_guide(args: LossArguments) -> bool:
     return args.loss in ("gist", "cached_gist")
+
+
+class _GlobalAnchorContrast:
+    """Make GIST's anchor-anchor term span every process's anchors when candidates are gathered.
+
+    sentence-transformers' GIST losses (6.2) gather the candidates (positives, negatives) across processes but not
+    the anchors, so their anchor-anchor term (`contrast_anchors`, on by default) contrasts an anchor only with the
+    anchors of its own process: under DDP the loss and gradients then differ from one process on the global batch
+    (by 0.04-0.08 and 0.15-0.19 on the test model of tests/test_distributed.py).
+
+    Both losses compute every similarity as `sim_matrix(rows, columns)`, and under gathering every column operand is
+    already gathered (world size x local batch rows) except the anchors, the only one with the local batch's row
+    count. Gathering that operand here, with gradients as the candidates are, gives each anchor all the global
+    batch's anchors. Labels are untouched (they index the anchor-positive block, which comes first), and an anchor's
+    similarity to itself, now at column `rank * batch + i`, is masked as before: the guide scores it at 1.
+    """
+
+    gather_across_devices: bool
+    contrast_anchors: bool
+    _local_batch_size: int | None = None
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
+        sentence_features = list(sentence_features)
+        self._local_batch_size = _num_texts(sentence_features[0])
+        return super().forward(sentence_features, labels)
+
+    def sim_matrix(self, embed1: Tensor, embed2: Tensor) -> Tensor:
+        if self.gather_across_devices and self.contrast_anchors and embed2.size(0) == self._local_batch_size:
+            embed2 = all_gather_with_grad(embed2)  # the local tensor itself when not distributed
+        return super().sim_matrix(embed1, embed2)
+
+
+class GISTLoss(_GlobalAnchorContrast, GISTEmbedLoss):
+    """`GISTEmbedLoss` whose anchor-anchor term is global under DDP (see `_GlobalAnchorContrast`)."""
+
+
+class CachedGISTLoss(_GlobalAnchorContrast, CachedGISTEmbedLoss):
+    """`CachedGISTEmbedLoss` whose anchor-anchor term is global under DDP (see `_GlobalAnchorContrast`)."""
+
+
+def _num_texts(features: dict[str, Tensor]) -> int:
+    """The number of texts in one column's features, padded or flattened (`cu_seq_lens_q` marks packed texts)."""
+    if "cu_seq_lens_q" in features:
+        return len(features["cu_seq_lens_q"]) - 1
+    return features["input_ids"].size(0)

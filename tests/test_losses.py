@@ -6,22 +6,20 @@ import pytest
 import torch
 from conftest import flags
 from sentence_transformers.sentence_transformer.losses import (
-    CachedGISTEmbedLoss,
     CachedMultipleNegativesRankingLoss,
-    GISTEmbedLoss,
     MultipleNegativesRankingLoss,
 )
 
 from st_bge.config import LossArguments, ModelArguments, parse_recipe
-from st_bge.losses import build_loss
+from st_bge.losses import CachedGISTLoss, GISTLoss, build_loss
 from st_bge.modeling import frozen_copy, load_model
 from st_bge.training import train
 
 LOSS_CLASSES = {
     "mnrl": MultipleNegativesRankingLoss,
     "cached_mnrl": CachedMultipleNegativesRankingLoss,
-    "gist": GISTEmbedLoss,
-    "cached_gist": CachedGISTEmbedLoss,
+    "gist": GISTLoss,
+    "cached_gist": CachedGISTLoss,
 }
 
 
