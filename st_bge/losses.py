@@ -16,10 +16,9 @@ import logging
 from collections.abc import Iterable
 
 from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer import losses as st_losses
 from sentence_transformers.sentence_transformer.losses import (
-    CachedGISTEmbedLoss,
     CachedMultipleNegativesRankingLoss,
-    GISTEmbedLoss,
     MultipleNegativesRankingLoss,
 )
 from sentence_transformers.util import all_gather_with_grad
@@ -66,8 +65,8 @@ def build_loss(
         "gather_across_devices": gather,
     }
     if args.loss == "gist":
-        return GISTLoss(model, **kwargs)
-    return CachedGISTLoss(model, mini_batch_size=args.mini_batch_size, **kwargs)
+        return GISTEmbedLoss(model, **kwargs)
+    return CachedGISTEmbedLoss(model, mini_batch_size=args.mini_batch_size, **kwargs)
 
 
 def needs_guide(args: LossArguments) -> bool:
@@ -104,12 +103,13 @@ class _GlobalAnchorContrast:
         return super().sim_matrix(embed1, embed2)
 
 
-class GISTLoss(_GlobalAnchorContrast, GISTEmbedLoss):
-    """`GISTEmbedLoss` whose anchor-anchor term is global under DDP (see `_GlobalAnchorContrast`)."""
+# Named as sentence-transformers names them, so that model cards keep their `loss:` tags and citations.
+class GISTEmbedLoss(_GlobalAnchorContrast, st_losses.GISTEmbedLoss):
+    """sentence-transformers' `GISTEmbedLoss`, its anchor-anchor term global under DDP (`_GlobalAnchorContrast`)."""
 
 
-class CachedGISTLoss(_GlobalAnchorContrast, CachedGISTEmbedLoss):
-    """`CachedGISTEmbedLoss` whose anchor-anchor term is global under DDP (see `_GlobalAnchorContrast`)."""
+class CachedGISTEmbedLoss(_GlobalAnchorContrast, st_losses.CachedGISTEmbedLoss):
+    """sentence-transformers' `CachedGISTEmbedLoss`, its anchor-anchor term global under DDP (`_GlobalAnchorContrast`)."""
 
 
 def _num_texts(features: dict[str, Tensor]) -> int:

@@ -11,15 +11,15 @@ from sentence_transformers.sentence_transformer.losses import (
 )
 
 from st_bge.config import LossArguments, ModelArguments, parse_recipe
-from st_bge.losses import CachedGISTLoss, GISTLoss, build_loss
+from st_bge.losses import CachedGISTEmbedLoss, GISTEmbedLoss, build_loss
 from st_bge.modeling import frozen_copy, load_model
 from st_bge.training import train
 
 LOSS_CLASSES = {
     "mnrl": MultipleNegativesRankingLoss,
     "cached_mnrl": CachedMultipleNegativesRankingLoss,
-    "gist": GISTLoss,
-    "cached_gist": CachedGISTLoss,
+    "gist": GISTEmbedLoss,
+    "cached_gist": CachedGISTEmbedLoss,
 }
 
 
