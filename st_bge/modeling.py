@@ -136,7 +136,7 @@ def add_lora(model: SentenceTransformer, args: ModelArguments) -> None:
     try:
         model.add_adapter(config)
     except ValueError as error:
-        raise ConfigError(f"lora_target_modules {targets}: {error}") from None
+        raise ConfigError(f"could not add the LoRA adapter (lora_target_modules {targets}): {error}") from None
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     logger.info(
