@@ -14,7 +14,8 @@ from conftest import NO_EVAL_DURING_TRAINING, RECIPES, REPO, TOPICS, flags
 from sentence_transformers import SentenceTransformer
 
 from st_bge.cli import main
-from st_bge.config import parse_recipe
+from st_bge.config import ModelArguments, parse_recipe
+from st_bge.modeling import load_model
 from st_bge.training import train
 
 QUERIES = [query for query, _ in TOPICS.values()]
@@ -249,3 +250,53 @@ def test_mixture_with_mined_negatives_trains_and_evaluates(tiny_bert_path, beir_
         assert (result.output_dir / "data_reports" / name / "data_quality.json").is_file()
     card = (result.output_dir / "README.md").read_text()
     assert "hard_negative_mining" in card or "dropped_relative_margin" in card
+
+
+@pytest.mark.parametrize(
+    ("use_lora", "loss"), [(True, "cached_gist"), (False, "mnrl")], ids=["lora-cached_gist", "full-mnrl"]
+)
+def test_gradient_checkpointing_trains_the_same_weights(use_lora, loss, tiny_bert_path, beir_folder, tmp_path):
+    """`--gradient_checkpointing true` (what the BGE-M3 launch lines pass) trades compute for memory only.
+
+    With LoRA the encoder's inputs are frozen, a known way for checkpointed layers to pass no gradient to the
+    adapter; with the cached losses the layers run a third time in the gradient-cache replay. Both must train the
+    very weights that a run without checkpointing trains (dropout included: checkpointing restores the RNG state).
+    """
+    trained = {}
+    for checkpointing in (False, True):
+        result = train(
+            parse_recipe(
+                flags(
+                    model_name_or_path=tiny_bert_path,
+                    dataset_name_or_path=beir_folder,
+                    eval_split_size=0,
+                    loss=loss,
+                    use_lora=use_lora,
+                    mini_batch_size=2,
+                    per_device_train_batch_size=4,
+                    max_steps=2,
+                    learning_rate=1e-3,
+                    seed=3,
+                    gradient_checkpointing=checkpointing,
+                    output_dir=tmp_path / f"checkpointing-{checkpointing}",
+                    **NO_EVAL_DURING_TRAINING,
+                )
+            )
+        )
+        encoder = result.trainer.model[0].auto_model
+        assert encoder.is_gradient_checkpointing is checkpointing
+        trained[checkpointing] = {
+            n: p.detach().clone() for n, p in result.trainer.model.named_parameters() if p.requires_grad
+        }
+    assert trained[True].keys() == trained[False].keys()
+    for name, weight in trained[False].items():
+        torch.testing.assert_close(trained[True][name], weight, rtol=0, atol=1e-6, msg=lambda m, n=name: f"{n}: {m}")
+    # Not vacuous: training moved the weights.
+    if use_lora:  # B matrices start at zero (the BERT pooler's adapter gets no gradient: CLS pooling skips it)
+        lora_b = [weight for name, weight in trained[False].items() if "encoder" in name and "lora_B" in name]
+        assert lora_b and all(weight.abs().max() > 1e-4 for weight in lora_b)
+    else:
+        base = dict(load_model(ModelArguments(model_name_or_path=str(tiny_bert_path))).named_parameters())
+        assert all(
+            not torch.allclose(weight, base[name]) for name, weight in trained[False].items() if "query" in name
+        )
