@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,6 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 MBPP = REPO / "data" / "mbpp_sanitized"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH, MAX_LENGTH, SCALE = 32, 256, 20.0
+METERS = ("tensors", "rss")
 
 
 def bge_small_random(folder: Path) -> Path:
@@ -198,8 +200,34 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
-def memory_one(loss_name: str, batch: int, max_length: int) -> None:
-    """One forward + backward of the loss at `batch` rows in this process; prints the peak RSS increase."""
+def allocation_peak_bytes(step: Callable[[], None]) -> int:
+    """The peak of the bytes held by PyTorch tensors while `step` runs, over what they held when it began.
+
+    The CPU counterpart of `torch.cuda.max_memory_allocated`, which CPU lacks: the profiler records every tensor
+    allocation and free with its size, and their running sum is the live tensor memory. It counts tensors only, not
+    the allocator's cached pages or Python objects, so it is what the batch costs; the process's peak RSS also moves
+    with how the allocator reuses and returns pages.
+    """
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], profile_memory=True) as profiler:
+        step()
+    records = sorted(
+        (event.start_ns(), event.nbytes())
+        for event in profiler.profiler.kineto_results.events()
+        if event.name() == "[memory]" and event.device_type() == torch.autograd.DeviceType.CPU
+    )
+    live = peak = 0
+    for _, change in records:
+        live += change
+        peak = max(peak, live)
+    return peak
+
+
+def memory_one(loss_name: str, batch: int, max_length: int, meter: str) -> None:
+    """One forward + backward of the loss at `batch` rows in this process; prints its peak memory increase.
+
+    `meter` is "rss" (the process's peak resident memory) or "tensors" (`allocation_peak_bytes`); each runs in its
+    own process, since the profiler's own records would count in the RSS.
+    """
     model = load_model(ModelArguments(model_name_or_path=MINILM, max_seq_length=max_length))
     guide = frozen_copy(model) if "gist" in loss_name else None
     loss = build_loss(model, LossArguments(loss=loss_name, temperature=0.05, mini_batch_size=32), guide=guide)
@@ -211,30 +239,40 @@ def memory_one(loss_name: str, batch: int, max_length: int) -> None:
     # below is what the batch itself costs.
     loss([model.tokenize(anchors[:2]), model.tokenize(positives[:2])], None).backward()
     features = [model.tokenize(anchors), model.tokenize(positives)]
-    before = peak_rss_bytes()
+
+    def step() -> None:
+        loss(features, None).backward()
+
     start = time.perf_counter()
-    loss(features, None).backward()
+    if meter == "rss":
+        before = peak_rss_bytes()
+        step()
+        increase = peak_rss_bytes() - before
+    else:
+        increase = allocation_peak_bytes(step)
     emit(
         {
             "bench": "memory",
+            "meter": meter,
             "loss": loss_name,
             "batch": batch,
             "max_length": max_length,
-            "peak_increase_mib": (peak_rss_bytes() - before) / 2**20,
+            "peak_increase_mib": increase / 2**20,
             "seconds": time.perf_counter() - start,
         }
     )
 
 
 def bench_memory(args: argparse.Namespace) -> None:
-    """Each configuration in a fresh process, so that one's peak does not hide the next one's."""
+    """Each configuration and meter in a fresh process, so that one's peak does not hide the next one's."""
     for batch in args.batches:
         for loss_name in ("mnrl", "cached_mnrl", "cached_gist"):
             if loss_name == "mnrl" and batch > args.max_plain_batch:
                 emit({"bench": "memory", "loss": loss_name, "batch": batch, "skipped": "over --max_plain_batch"})
                 continue
-            command = [sys.executable, __file__, "memory-one", loss_name, str(batch), str(args.max_length)]
-            subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            for meter in args.meters:
+                command = [sys.executable, __file__, "memory-one", loss_name, str(batch), str(args.max_length), meter]
+                subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
 
 
 # ------------------------------------------------------------------------------------------------- encoding
@@ -279,16 +317,18 @@ def main() -> None:
     memory = commands.add_parser("memory")
     memory.add_argument("--batches", type=int, nargs="+", default=[32, 128, 512, 1024])
     memory.add_argument("--max_length", type=int, default=64)
+    memory.add_argument("--meters", nargs="+", choices=METERS, default=list(METERS))
     # Plain MNRL keeps every activation of the batch: ~2.5 GiB at 128 rows here, so ~20 GiB at 1024 on a 24 GiB box.
     memory.add_argument("--max_plain_batch", type=int, default=512)
     one = commands.add_parser("memory-one")
     one.add_argument("loss")
     one.add_argument("batch", type=int)
     one.add_argument("max_length", type=int)
+    one.add_argument("meter", choices=METERS)
     commands.add_parser("encode")
     args = parser.parse_args()
     if args.command == "memory-one":
-        memory_one(args.loss, args.batch, args.max_length)
+        memory_one(args.loss, args.batch, args.max_length, args.meter)
     else:
         {"train": bench_train, "memory": bench_memory, "encode": bench_encode}[args.command](args)
 
