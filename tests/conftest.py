@@ -21,6 +21,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
+# Imported after the environment above: huggingface_hub reads HF_HUB_OFFLINE when it is first imported.
+from st_bge.config import parse_recipe
+from st_bge.training import train
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
@@ -35,6 +38,23 @@ def flags(**fields) -> list[str]:
         values = value if isinstance(value, list) else [value]
         argv += [f"--{name}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
     return argv
+
+
+def train_two_steps(model: Path, data: Path, output_dir: Path, **fields):
+    """Two seeded training steps on a tiny model (batch 4, cached losses in mini-batches of 2), every step logged,
+    no evaluation, no checkpoint; `fields` are further recipe fields. Returns `st_bge.training.train`'s result."""
+    defaults = {
+        "eval_split_size": 0,
+        "mini_batch_size": 2,
+        "per_device_train_batch_size": 4,
+        "max_steps": 2,
+        "learning_rate": 1e-3,
+        "seed": 3,
+        "logging_steps": 1,
+        **NO_EVAL_DURING_TRAINING,
+    }
+    argv = flags(model_name_or_path=model, dataset_name_or_path=data, output_dir=output_dir, **{**defaults, **fields})
+    return train(parse_recipe(argv))
 
 
 TOPICS = {

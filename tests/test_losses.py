@@ -4,16 +4,15 @@ import math
 
 import pytest
 import torch
-from conftest import flags
+from conftest import train_two_steps
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
 
-from st_bge.config import LossArguments, ModelArguments, parse_recipe
+from st_bge.config import LossArguments, ModelArguments
 from st_bge.losses import CachedGISTEmbedLoss, GISTEmbedLoss, build_loss
 from st_bge.modeling import frozen_copy, load_model
-from st_bge.training import train
 
 LOSS_CLASSES = {
     "mnrl": MultipleNegativesRankingLoss,
@@ -39,21 +38,7 @@ def test_gather_across_devices_follows_the_process_count(tiny_bge_model):
 
 @pytest.mark.parametrize("loss_name", list(LOSS_CLASSES))
 def test_each_loss_trains_two_steps(loss_name, tiny_bert_path, beir_folder, tmp_path):
-    recipe = parse_recipe(
-        flags(
-            model_name_or_path=tiny_bert_path,
-            dataset_name_or_path=beir_folder,
-            dataset_split="train",
-            loss=loss_name,
-            mini_batch_size=2,
-            per_device_train_batch_size=4,
-            max_steps=2,
-            learning_rate=1e-3,
-            logging_steps=1,
-            output_dir=tmp_path / "out",
-        )
-    )
-    result = train(recipe)
+    result = train_two_steps(tiny_bert_path, beir_folder, tmp_path / "out", loss=loss_name)
     losses = [entry["loss"] for entry in result.trainer.state.log_history if "loss" in entry]
     assert len(losses) == 2 and all(math.isfinite(value) for value in losses)
     assert type(result.trainer.loss) is LOSS_CLASSES[loss_name]
