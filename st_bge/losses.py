@@ -7,7 +7,7 @@ would not add any.
 
 Under several processes the in-batch losses gather every process's candidates (`gather_across_devices`), so
 that 2 processes train exactly as 1 process on the global batch (tests/test_distributed.py). The GIST losses need
-one addition for that, `_GlobalAnchorContrast` below.
+one addition for that, and use less memory in their similarities: `_GISTSimilarities` below.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
-from sentence_transformers.util import all_gather_with_grad
+from sentence_transformers.util import all_gather_with_grad, cos_sim
 from torch import Tensor, nn
 
 from st_bge.config import LossArguments
@@ -73,19 +73,24 @@ def needs_guide(args: LossArguments) -> bool:
     return args.loss in ("gist", "cached_gist")
 
 
-class _GlobalAnchorContrast:
-    """Make GIST's anchor-anchor term span every process's anchors when candidates are gathered.
+class _GISTSimilarities:
+    """How st-bge's GIST losses compute their similarity matrices: in 2-D, and across every process's anchors.
 
-    sentence-transformers' GIST losses (6.2) gather the candidates (positives, negatives) across processes but not
-    the anchors, so their anchor-anchor term (`contrast_anchors`, on by default) contrasts an anchor only with the
-    anchors of its own process: under DDP the loss and gradients then differ from one process on the global batch
-    (by 0.04-0.08 and 0.15-0.19 on the test model of tests/test_distributed.py).
+    Both sentence-transformers GIST losses (6.2) compute every similarity as `sim_matrix(rows, columns)`. st-bge
+    changes two things there, and nothing else (tests/test_losses.py checks the losses against theirs):
 
-    Both losses compute every similarity as `sim_matrix(rows, columns)`, and under gathering every column operand is
-    already gathered (world size x local batch rows) except the anchors, the only one with the local batch's row
-    count. Gathering that operand here, with gradients as the candidates are, gives each anchor all the global
-    batch's anchors. Labels are untouched (they index the anchor-positive block, which comes first), and an anchor's
-    similarity to itself, now at column `rank * batch + i`, is masked as before: the guide scores it at 1.
+    - Memory. Theirs broadcasts `nn.CosineSimilarity` over (rows, columns, dim), which holds rows x columns x dim
+      floats per matrix, and keeps them for backward: with the cached loss that is mini-batch x global batch x dim,
+      so its memory grew with the batch (all-MiniLM-L6-v2, mini-batch 32: peak tensors 310 MiB at batch 512,
+      498 MiB at 1024; benchmarks/RESULTS.md). A matmul of unit vectors (`util.cos_sim`) holds rows x columns.
+    - DDP. Under `gather_across_devices` they gather the candidates (positives, negatives) across processes but
+      not the anchors, so the anchor-anchor term (`contrast_anchors`, on by default) contrasts an anchor only with
+      its own process's anchors, and 2 processes do not train as 1 on the global batch (the loss was off by
+      0.04-0.23 on the test model of tests/test_distributed.py). Under gathering every column operand is already
+      gathered (world size x local batch rows) except the anchors, the only one with the local batch's row count;
+      gathering that one too, with gradients as the candidates are, gives each anchor all the global batch's
+      anchors. Labels are untouched (they index the anchor-positive block, which comes first), and an anchor's
+      similarity to itself, now at column `rank * batch + i`, is masked as before: the guide scores it at 1.
     """
 
     gather_across_devices: bool
@@ -100,16 +105,16 @@ class _GlobalAnchorContrast:
     def sim_matrix(self, embed1: Tensor, embed2: Tensor) -> Tensor:
         if self.gather_across_devices and self.contrast_anchors and embed2.size(0) == self._local_batch_size:
             embed2 = all_gather_with_grad(embed2)  # the local tensor itself when not distributed
-        return super().sim_matrix(embed1, embed2)
+        return cos_sim(embed1, embed2)
 
 
 # Named as sentence-transformers names them, so that model cards keep their `loss:` tags and citations.
-class GISTEmbedLoss(_GlobalAnchorContrast, st_losses.GISTEmbedLoss):
-    """sentence-transformers' `GISTEmbedLoss`, its anchor-anchor term global under DDP (`_GlobalAnchorContrast`)."""
+class GISTEmbedLoss(_GISTSimilarities, st_losses.GISTEmbedLoss):
+    """sentence-transformers' `GISTEmbedLoss`, with st-bge's similarities (`_GISTSimilarities`)."""
 
 
-class CachedGISTEmbedLoss(_GlobalAnchorContrast, st_losses.CachedGISTEmbedLoss):
-    """sentence-transformers' `CachedGISTEmbedLoss`, its anchor-anchor term global under DDP (`_GlobalAnchorContrast`)."""
+class CachedGISTEmbedLoss(_GISTSimilarities, st_losses.CachedGISTEmbedLoss):
+    """sentence-transformers' `CachedGISTEmbedLoss`, with st-bge's similarities (`_GISTSimilarities`)."""
 
 
 def _num_texts(features: dict[str, Tensor]) -> int:

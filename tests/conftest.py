@@ -180,6 +180,20 @@ def tiny_xlmr_path(tmp_path_factory) -> Path:
     return folder
 
 
+def redraw_weights(model: torch.nn.Module, seed: int) -> None:
+    """Redraw the model's weight matrices (std 0.25), seeded, so that every process draws the same ones.
+
+    At the fixtures' initialisation (std 0.02) every text gets nearly the same embedding (cosine 1.000 to three
+    decimals), so an in-batch loss sits at log(number of candidates) whatever its labels: tests that compare losses
+    redraw the weights first, which spreads the cosines over about 0.5-1.0.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() >= 2:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.25)
+
+
 @pytest.fixture(scope="session")
 def _tiny_bge_model(tiny_bert_path):
     from st_bge.config import ModelArguments

@@ -12,7 +12,7 @@ of the ranks' losses is (equal shards), and each rank's loss is the mean of the 
 rows. The all-gather's backward sends each rank the gradient that every rank's loss puts on its embeddings, so
 after DDP averages the parameter gradients (sum / world size) they equal the one-process gradients. GIST's
 anchor-anchor term (`contrast_anchors`) is tested both ways: sentence-transformers leaves it per process, st-bge
-gathers the anchors for it (`st_bge.losses._GlobalAnchorContrast`).
+gathers the anchors for it (`st_bge.losses._GISTSimilarities`).
 
 Only one spawn is paid for: the two workers run every configuration and save their results, and the tests compare
 them with the one-process reference computed in the pytest process.
@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
-from conftest import TOPICS
+from conftest import TOPICS, redraw_weights
 
 from st_bge.config import LossArguments, ModelArguments
 from st_bge.losses import build_loss
@@ -82,15 +82,6 @@ CONFIGS = [Config(loss, columns) for loss in ("mnrl", "cached_mnrl") for columns
 ANCHOR_CONTRAST = [config for config in CONFIGS if config.contrast_anchors]
 
 
-def _redraw(model, seed: int) -> None:
-    """Redraw the model's weight matrices (std 0.25), seeded, so that every process draws the same ones."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() >= 2:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.25)
-
-
 def _model_and_guide(model_path: str):
     """The fixture's tiny BGE model with its weights redrawn wider, and a frozen copy of it as the GIST guide.
 
@@ -105,8 +96,8 @@ def _model_and_guide(model_path: str):
     model = load_model(ModelArguments(model_name_or_path=model_path))
     model.eval()
     guide = frozen_copy(model)
-    _redraw(model, seed=0)
-    _redraw(guide, seed=1)
+    redraw_weights(model, seed=0)
+    redraw_weights(guide, seed=1)
     return model, guide
 
 
@@ -169,7 +160,7 @@ def _loss_with_rank_offset_zero(model, guide, config: Config, rows: slice) -> fl
 def _loss_with_local_anchors(model, guide, config: Config, rows: slice) -> float:
     """The GIST loss without st-bge's anchor gathering: the anchor-anchor term sees this process's anchors only.
 
-    That is sentence-transformers' own GIST under gathering (`st_bge.losses._GlobalAnchorContrast`); the tests
+    That is sentence-transformers' own GIST under gathering (`st_bge.losses._GISTSimilarities`); the tests
     require it to differ from one process, which proves that the equality test would catch a per-device term.
     """
     loss_fn = _build(model, guide, config, WORLD_SIZE)
@@ -289,12 +280,13 @@ def test_each_rank_scores_its_own_anchors_against_the_global_candidates(ranks, m
 
 @pytest.mark.parametrize("config", ANCHOR_CONTRAST, ids=str)
 def test_anchor_contrast_would_be_caught_per_device(ranks, one_process, config):
-    """Mutation check: without st-bge's anchor gathering (sentence-transformers' GIST as is), the anchor-anchor term
-    compares each anchor with its own process's anchors only, and the mean loss moves off the one-process loss.
+    """Mutation check: without st-bge's anchor gathering (as sentence-transformers' GIST runs), the anchor-anchor
+    term compares each anchor with its own process's anchors only, and the mean loss moves off the one-process loss.
 
-    If this fails, sentence-transformers gathers the anchors itself now and `_GlobalAnchorContrast` can go.
+    If this fails, sentence-transformers gathers the anchors itself now and `_GISTSimilarities` need not gather them.
     """
     loss, _ = one_process[str(config)]
     local_mean = sum(r[str(config)]["local_anchors_loss"] for r in ranks) / WORLD_SIZE
-    # Measured shifts: 0.04-0.23 over four runs (the fixture's tokenizer varies); 0.005 is three orders of magnitude above the float noise of the equality test.
+    # Measured shifts: 0.04-0.23 over four runs (the fixture's tokenizer varies); 0.005 is three orders of magnitude
+    # above the float noise of the equality test.
     assert abs(local_mean - loss) > 0.005

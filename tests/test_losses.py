@@ -4,7 +4,9 @@ import math
 
 import pytest
 import torch
-from conftest import train_two_steps
+from conftest import TOPICS, redraw_weights, train_two_steps
+from sentence_transformers import SentenceTransformer
+from sentence_transformers.sentence_transformer import losses as st_losses
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
@@ -47,3 +49,51 @@ def test_each_loss_trains_two_steps(loss_name, tiny_bert_path, beir_folder, tmp_
     before = load_model(ModelArguments(model_name_or_path=str(tiny_bert_path))).state_dict()
     after = result.model.state_dict()
     assert any(not torch.equal(before[name], after[name]) for name in before), "training changed no weight"
+
+
+@pytest.mark.parametrize("columns", [2, 3], ids=["pairs", "triplets"])
+@pytest.mark.parametrize("loss_name", ["gist", "cached_gist"])
+def test_gist_losses_compute_what_sentence_transformers_computes(loss_name, columns, tiny_bge_model):
+    """On one process st-bge's GIST losses are sentence-transformers' own: same loss, same gradients.
+
+    They only compute the similarity matrices with less memory (2-D instead of broadcast over the embedding
+    dimension) and gather anchors under DDP (`st_bge.losses._GISTSimilarities`). Every term is on (anchor-anchor,
+    positive-positive, a hard-negative column), with weights redrawn so that the guide masks some candidates and
+    not others.
+    """
+    # Without the Normalize module, so that the similarities must be cosines of unnormalised embeddings.
+    model = SentenceTransformer(modules=[tiny_bge_model[0], tiny_bge_model[1]])
+    model.eval()  # no dropout: both losses must see the same forward pass
+    guide = frozen_copy(model)
+    redraw_weights(model, seed=0)
+    redraw_weights(guide, seed=1)
+    queries, codes = zip(*TOPICS.values(), strict=True)
+    texts = [queries, codes, codes[1:] + codes[:1]][:columns]  # negatives: another row's code
+
+    args = LossArguments(loss=loss_name, mini_batch_size=3)  # 8 rows: mini-batches of 3, 3 and 2
+    ours = build_loss(model, args, guide=guide)
+    theirs = getattr(st_losses, type(ours).__name__)(
+        model,
+        guide=guide,
+        temperature=args.temperature,
+        margin_strategy=args.gist_margin_strategy,
+        margin=args.gist_margin,
+        contrast_anchors=args.gist_contrast_anchors,
+        contrast_positives=args.gist_contrast_positives,
+        **({"mini_batch_size": args.mini_batch_size} if loss_name == "cached_gist" else {}),
+    )
+    assert type(theirs).__module__.startswith("sentence_transformers.") and ours.contrast_anchors
+
+    results = []
+    for loss_fn in (ours, theirs):
+        model.zero_grad(set_to_none=True)
+        loss = loss_fn([model.tokenize(list(column)) for column in texts], labels=None)
+        loss.backward()
+        grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+        results.append((loss.item(), grads))
+    (our_loss, our_grads), (their_loss, their_grads) = results
+    assert our_loss == pytest.approx(their_loss, rel=1e-5)
+    assert our_grads.keys() == their_grads.keys()
+    for name, grad in their_grads.items():
+        torch.testing.assert_close(our_grads[name], grad, rtol=1e-4, atol=1e-5, msg=lambda m, n=name: f"{n}: {m}")
+    assert max(grad.abs().max().item() for grad in their_grads.values()) > 1.0  # far above the tolerance
