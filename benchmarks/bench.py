@@ -222,13 +222,13 @@ def allocation_peak_bytes(step: Callable[[], None]) -> int:
     return peak
 
 
-def memory_one(loss_name: str, batch: int, max_length: int, meter: str) -> None:
+def memory_one(model_path: str, loss_name: str, batch: int, max_length: int, meter: str) -> None:
     """One forward + backward of the loss at `batch` rows in this process; prints its peak memory increase.
 
     `meter` is "rss" (the process's peak resident memory) or "tensors" (`allocation_peak_bytes`); each runs in its
     own process, since the profiler's own records would count in the RSS.
     """
-    model = load_model(ModelArguments(model_name_or_path=MINILM, max_seq_length=max_length))
+    model = load_model(ModelArguments(model_name_or_path=model_path, max_seq_length=max_length))
     guide = frozen_copy(model) if "gist" in loss_name else None
     loss = build_loss(model, LossArguments(loss=loss_name, temperature=0.05, mini_batch_size=32), guide=guide)
     anchors, positives = mbpp_pairs()
@@ -254,6 +254,7 @@ def memory_one(loss_name: str, batch: int, max_length: int, meter: str) -> None:
         {
             "bench": "memory",
             "meter": meter,
+            "model": Path(model_path).name,
             "loss": loss_name,
             "batch": batch,
             "max_length": max_length,
@@ -265,14 +266,27 @@ def memory_one(loss_name: str, batch: int, max_length: int, meter: str) -> None:
 
 def bench_memory(args: argparse.Namespace) -> None:
     """Each configuration and meter in a fresh process, so that one's peak does not hide the next one's."""
-    for batch in args.batches:
-        for loss_name in ("mnrl", "cached_mnrl", "cached_gist"):
-            if loss_name == "mnrl" and batch > args.max_plain_batch:
-                emit({"bench": "memory", "loss": loss_name, "batch": batch, "skipped": "over --max_plain_batch"})
-                continue
-            for meter in args.meters:
-                command = [sys.executable, __file__, "memory-one", loss_name, str(batch), str(args.max_length), meter]
-                subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+    with tempfile.TemporaryDirectory() as tmp:
+        model_path = MINILM if args.model == "all-MiniLM-L6-v2" else str(bge_small_random(Path(tmp)))
+        for batch in args.batches:
+            for loss_name in ("mnrl", "cached_mnrl", "cached_gist"):
+                if loss_name == "mnrl" and batch > args.max_plain_batch:
+                    emit(
+                        {
+                            "bench": "memory",
+                            "model": Path(model_path).name,
+                            "loss": loss_name,
+                            "batch": batch,
+                            "skipped": "over --max_plain_batch",
+                        }
+                    )
+                    continue
+                for meter in args.meters:
+                    command = [
+                        *(sys.executable, __file__, "memory-one", model_path, loss_name),
+                        *(str(batch), str(args.max_length), meter),
+                    ]
+                    subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
 
 
 # ------------------------------------------------------------------------------------------------- encoding
@@ -316,11 +330,13 @@ def main() -> None:
     train.add_argument("--pad_steps", type=int, default=3)
     memory = commands.add_parser("memory")
     memory.add_argument("--batches", type=int, nargs="+", default=[32, 128, 512, 1024])
+    memory.add_argument("--model", choices=["all-MiniLM-L6-v2", "bge-small"], default="all-MiniLM-L6-v2")
     memory.add_argument("--max_length", type=int, default=64)
     memory.add_argument("--meters", nargs="+", choices=METERS, default=list(METERS))
     # Plain MNRL keeps every activation of the batch: ~2.5 GiB at 128 rows here, so ~20 GiB at 1024 on a 24 GiB box.
     memory.add_argument("--max_plain_batch", type=int, default=512)
     one = commands.add_parser("memory-one")
+    one.add_argument("model_path")
     one.add_argument("loss")
     one.add_argument("batch", type=int)
     one.add_argument("max_length", type=int)
@@ -328,7 +344,7 @@ def main() -> None:
     commands.add_parser("encode")
     args = parser.parse_args()
     if args.command == "memory-one":
-        memory_one(args.loss, args.batch, args.max_length, args.meter)
+        memory_one(args.model_path, args.loss, args.batch, args.max_length, args.meter)
     else:
         {"train": bench_train, "memory": bench_memory, "encode": bench_encode}[args.command](args)
 
