@@ -21,7 +21,7 @@ from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
     MultipleNegativesRankingLoss,
 )
-from sentence_transformers.util import all_gather_with_grad, cos_sim
+from sentence_transformers.util import all_gather_with_grad, cos_sim, get_rank
 from torch import Tensor, nn
 
 from st_bge.config import LossArguments
@@ -89,8 +89,10 @@ class _GISTSimilarities:
       0.04-0.23 on the test model of tests/test_distributed.py). Under gathering every column operand is already
       gathered (world size x local batch rows) except the anchors, the only one with the local batch's row count;
       gathering that one too, with gradients as the candidates are, gives each anchor all the global batch's
-      anchors. Labels are untouched (they index the anchor-positive block, which comes first), and an anchor's
-      similarity to itself, now at column `rank * batch + i`, is masked as before: the guide scores it at 1.
+      anchors. They are rolled so that this process's own come first: an anchor's similarity to itself stays at
+      its local column, where sentence-transformers masks it (6.3 explicitly, 6.2 through the guide's score of 1),
+      and the column order within a softmax term changes nothing else. Labels are untouched: they index the
+      anchor-positive block, which comes first.
     """
 
     gather_across_devices: bool
@@ -104,7 +106,8 @@ class _GISTSimilarities:
 
     def sim_matrix(self, embed1: Tensor, embed2: Tensor) -> Tensor:
         if self.gather_across_devices and self.contrast_anchors and embed2.size(0) == self._local_batch_size:
-            embed2 = all_gather_with_grad(embed2)  # the local tensor itself when not distributed
+            # The local tensor itself when not distributed (rank 0, no roll).
+            embed2 = all_gather_with_grad(embed2).roll(-get_rank() * embed2.size(0), dims=0)
         return cos_sim(embed1, embed2)
 
 
