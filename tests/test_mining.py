@@ -99,6 +99,15 @@ def test_tied_scores_are_replayed_like_sentence_transformers(model, args, caplog
     assert result.counts["kept"] > 0
 
 
+def test_a_corpus_holding_the_queries_never_mines_a_querys_own_text(model, args, caplog):
+    """A query's own text scores highest against it; sentence-transformers (6.3) drops it, and so must the count."""
+    queries = sorted({query for query, _ in TOPICS.values()})
+    result = mine_and_check(training_rows(), model, args, caplog, corpus=[*EXTRA_CORPUS, *queries])
+    assert result.counts["dropped_query_itself"] == result.counts["queries"]
+    assert result.counts["kept"] > 0
+    assert all(anchor != negative for anchor, negative in distinct_negatives(result.dataset))
+
+
 def test_relative_margin_drops_what_the_margin_says(model, args):
     result = mine_negatives(training_rows(), model, args)
     drops = [entry for entry in result.dropped_sample if entry["guard"] == "dropped_relative_margin"]

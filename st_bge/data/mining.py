@@ -5,24 +5,26 @@ the query's positive as its negatives. The best-ranked are also the likeliest *f
 answer the query as well as the labelled positive, which training would then push away. The guards below drop
 such candidates, in the order sentence-transformers applies them:
 
-1. known positive: a document that is a positive of the same query (a query with several rows has several);
-2. absolute margin: score > positive score - margin;
-3. relative margin: score > positive score - |positive score| x margin. This is NV-Retriever's positive-aware
+1. query itself: a document whose text is the query's own (a corpus can hold its queries' texts);
+2. known positive: a document that is a positive of the same query (a query with several rows has several);
+3. absolute margin: score > positive score - margin;
+4. relative margin: score > positive score - |positive score| x margin. This is NV-Retriever's positive-aware
    filter ("TopK-PercPos", arXiv 2407.15831): a margin of 0.05 keeps only candidates scored below 95% of the
    positive, the setting that trained the best retrievers in that paper;
-4. max score: score > max_score, whatever the positive scores;
-5. rank window: then the `range_min` best-ranked survivors of 1-4 are skipped too.
+5. max score: score > max_score, whatever the positive scores;
+6. rank window: then the `range_min` best-ranked survivors of 1-5 are skipped too.
 
-Margins compare against the query's *lowest* positive score (its hardest positive). With a cross-encoder, 2-4 and
+Margins compare against the query's *lowest* positive score (its hardest positive). With a cross-encoder, 3-5 and
 the ranking of the survivors use its scores instead of the embeddings'.
 
 sentence-transformers prints some of these numbers but returns none, so `mine_negatives` replays its selection on
 the very scores it used (the embeddings it cached, the cross-encoder scores it asked for) and checks that the
-replay picked exactly the negatives in its output. Each candidate (a query's top `range_max` + the most positives
-any query has, as sentence-transformers retrieves them) ends in exactly one bucket:
+replay picked exactly the negatives in its output. The replay follows sentence-transformers 6.3's rules (6.3 added
+guard 1 and the extra candidate it takes to make room for it). Each candidate (a query's top `range_max` + the most
+positives any query has + 1, as sentence-transformers retrieves them) ends in exactly one bucket:
 
-    candidates = dropped_known_positive + dropped_absolute_margin + dropped_relative_margin + dropped_max_score
-                 + dropped_rank_window + unused + kept + discarded_incomplete
+    candidates = dropped_query_itself + dropped_known_positive + dropped_absolute_margin + dropped_relative_margin
+                 + dropped_max_score + dropped_rank_window + unused + kept + discarded_incomplete
 
 `unused`: passed every guard but was not needed (beyond range_max, or more than num_negatives); `kept`: a negative
 of its query in the mined rows (counted once per query, though a query with several positives has several rows);
@@ -71,6 +73,7 @@ SAMPLE_FILE = "mining_dropped_sample.jsonl"
 DATASET_FOLDER = "dataset"
 
 GUARDS = (
+    "dropped_query_itself",
     "dropped_known_positive",
     "dropped_absolute_margin",
     "dropped_relative_margin",
@@ -322,6 +325,7 @@ class _Ranking:
     queries: list[str]
     corpus: list[str]
     positive_ids: list[list[int]]  # corpus positions of each query's positives, as sentence-transformers orders them
+    query_ids: torch.Tensor  # [queries] corpus position of each query's own text, -1 where the corpus lacks it
     indices: torch.Tensor  # [queries, candidates] corpus positions, best embedding rank first; -1 for no document
     embedding_scores: torch.Tensor
     embedding_positive_scores: torch.Tensor  # one per (query, positive), in positive_ids order
@@ -405,7 +409,7 @@ def _replay_ranking(
 
     query_embeddings = np.load(next(folder.glob("query_embeddings_*.npy")))
     document_embeddings = torch.as_tensor(np.load(next(folder.glob("corpus_embeddings_*.npy"))))
-    width = range_max + _max_positives(anchors)
+    width = range_max + _max_positives(anchors) + 1  # one more, for the query's own text if the corpus holds it
     top = [
         torch.topk(
             model.similarity(query_embeddings[start : start + SIMILARITY_CHUNK], document_embeddings).to(model.device),
@@ -428,7 +432,10 @@ def _replay_ranking(
     if recorder is not None:  # one predict() per query's candidates, then one for all positives
         rescored = torch.stack(recorder.outputs[: len(queries)]).to(device=scores.device, dtype=scores.dtype)
         rescored_positives = recorder.outputs[len(queries)].to(model.device)
-    return _Ranking(queries, documents, positive_ids, indices, scores, positive_scores, rescored, rescored_positives)
+    query_ids = torch.tensor([document_id.get(query, -1) for query in queries], device=indices.device)
+    return _Ranking(
+        queries, documents, positive_ids, query_ids, indices, scores, positive_scores, rescored, rescored_positives
+    )
 
 
 def _hardest_positives(ranking: _Ranking, positive_scores: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -455,6 +462,7 @@ def _guard(
     padding = ranking.indices == -1
     verdict[padding] = PADDING
     scores[padding] = -float("inf")
+    drop(ranking.indices == ranking.query_ids[:, None], "dropped_query_itself")
     known = [torch.tensor(ids, device=scores.device) for ids in ranking.positive_ids]
     drop(
         torch.stack([torch.isin(row, ids) for row, ids in zip(ranking.indices, known, strict=True)]),
