@@ -76,7 +76,7 @@ def needs_guide(args: LossArguments) -> bool:
 class _GISTSimilarities:
     """How st-bge's GIST losses compute their similarity matrices: in 2-D, and across every process's anchors.
 
-    Both sentence-transformers GIST losses (6.2) compute every similarity as `sim_matrix(rows, columns)`. st-bge
+    Both sentence-transformers GIST losses (6.2, 6.3) compute every similarity as `sim_matrix(rows, columns)`. st-bge
     changes two things there, and nothing else (tests/test_losses.py checks the losses against theirs):
 
     - Memory. Theirs broadcasts `nn.CosineSimilarity` over (rows, columns, dim), which holds rows x columns x dim
