@@ -9,8 +9,7 @@ import random
 from dataclasses import replace
 
 import pytest
-import torch
-from conftest import TOPICS
+from conftest import TOPICS, redraw_weights
 from datasets import Dataset
 
 from st_bge.config import MiningArguments
@@ -29,18 +28,10 @@ def training_rows(**extra_columns) -> Dataset:
     return Dataset.from_dict({**rows, **{name: [value] * len(pairs) for name, value in extra_columns.items()}})
 
 
-def randomise(model: torch.nn.Module) -> None:
-    """Larger random weights: as initialised, the tiny BERT's CLS embeddings all but coincide (scores ~1.0)."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "LayerNorm" not in name:
-                parameter.normal_(0, 0.5)
-
-
 @pytest.fixture
 def model(tiny_bge_model):
-    randomise(tiny_bge_model)
+    """The tiny BGE model with weights spread wide enough that its scores differ (`conftest.redraw_weights`)."""
+    redraw_weights(tiny_bge_model, seed=0)
     return tiny_bge_model
 
 
@@ -172,7 +163,7 @@ def cross_encoder_path(tiny_bert_path, tmp_path):
     from sentence_transformers import CrossEncoder
 
     cross_encoder = CrossEncoder(str(tiny_bert_path), num_labels=1)
-    randomise(cross_encoder)
+    redraw_weights(cross_encoder, seed=1)
     cross_encoder.save(str(tmp_path / "cross-encoder"))
     return str(tmp_path / "cross-encoder")
 
