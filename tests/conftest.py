@@ -22,7 +22,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 # Imported after the environment above: huggingface_hub reads HF_HUB_OFFLINE when it is first imported.
-from st_bge.config import parse_recipe
+from st_bge.config import ModelArguments, parse_recipe
+from st_bge.modeling import load_model
 from st_bge.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -196,9 +197,6 @@ def redraw_weights(model: torch.nn.Module, seed: int) -> None:
 
 @pytest.fixture(scope="session")
 def _tiny_bge_model(tiny_bert_path):
-    from st_bge.config import ModelArguments
-    from st_bge.modeling import load_model
-
     return load_model(ModelArguments(model_name_or_path=str(tiny_bert_path)))
 
 
