@@ -23,6 +23,9 @@ from transformers import HfArgumentParser
 from st_bge.errors import ConfigError
 
 LOSS_NAMES = ("mnrl", "cached_mnrl", "gist", "cached_gist")
+RETRIEVAL_MODES = ("dense", "sparse", "colbert", "hybrid")
+# BGE-M3's ensemble score: dense + 0.3 x sparse + ColBERT.
+M3_HYBRID_WEIGHTS = (1.0, 0.3, 1.0)
 SECRET_FIELDS = frozenset({"hub_token"})
 # How a run was started, not how the model was trained: left out of the recipe in the card.
 RUN_CONTROL_FIELDS = frozenset({"resume_from_checkpoint", "overwrite_output_dir"})
@@ -261,6 +264,28 @@ class EvaluationArguments:
     eval_base_model: bool = field(
         default=True, metadata={"help": "Evaluate the base model before training, for the base vs fine-tuned table."}
     )
+    eval_modes: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Retrieval modes to evaluate, among dense, sparse, colbert and hybrid; default: every mode the "
+            "model has (dense; for BGE-M3 also sparse, colbert and hybrid)."
+        },
+    )
+    eval_bm25: bool = field(
+        default=True,
+        metadata={"help": "Also rank the corpus with BM25 and show it beside the models, with significance tests."},
+    )
+    eval_hybrid_weights: list[float] = field(
+        default_factory=lambda: list(M3_HYBRID_WEIGHTS),
+        metadata={"help": "Weights of the dense, sparse and ColBERT scores in the hybrid mode (BGE-M3's 1 0.3 1)."},
+    )
+    eval_colbert_max_memory_mb: float = field(
+        default=4096,
+        metadata={
+            "help": "ColBERT scores the whole corpus when its token vectors (float32) fit in this many MB, else it "
+            "re-ranks each query's dense and sparse top-k (eval_top_k)."
+        },
+    )
 
 
 @dataclass
@@ -285,6 +310,16 @@ class EvalRunArguments:
         },
     )
     forgetting_dataset_split: str = field(default="test", metadata={"help": "qrels split of forgetting_dataset."})
+    hybrid_fusion: Literal["weights", "optimize"] = field(
+        default="weights",
+        metadata={
+            "help": "'weights': the hybrid mode uses eval_hybrid_weights; 'optimize': the weights that maximise "
+            "eval_primary_metric on the fusion_dev_split queries (ranx.optimize_fusion), then used on the test set."
+        },
+    )
+    fusion_dev_split: str = field(
+        default="dev", metadata={"help": "qrels split of each BEIR folder that hybrid_fusion 'optimize' tunes on."}
+    )
     stat_tests: list[str] = field(
         default_factory=lambda: ["student", "fisher"],
         metadata={"help": "ranx significance tests: student (paired t-test), fisher (randomisation test)."},
@@ -593,6 +628,14 @@ def _validate_evaluation(evaluation: EvaluationArguments) -> None:
         raise ConfigError(
             f"eval_primary_metric '{evaluation.eval_primary_metric}' must be one of eval_metrics "
             f"{evaluation.eval_metrics}"
+        )
+    unknown = [mode for mode in evaluation.eval_modes or [] if mode not in RETRIEVAL_MODES]
+    if unknown:
+        raise ConfigError(f"eval_modes: unknown mode(s) {unknown}; choose among {list(RETRIEVAL_MODES)}")
+    weights = evaluation.eval_hybrid_weights
+    if len(weights) != 3 or any(weight < 0 for weight in weights):
+        raise ConfigError(
+            f"eval_hybrid_weights: three non-negative weights (dense, sparse, colbert) are needed, got {weights}"
         )
 
 

@@ -18,7 +18,8 @@ from huggingface_hub.repocard_data import eval_results_to_model_index
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
-from st_bge.evaluation.comparison import ModelComparison
+from st_bge.evaluation.comparison import RetrievalComparison
+from st_bge.m3 import BGEM3Model
 
 TEMPLATE_NAME = "st_bge_model_card.md"
 # What the card is rendered from, saved beside the model so that `st-bge push` can render it again (for the merged
@@ -40,7 +41,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
     Args:
         recipe: The recipe's sections as plain values (`Recipe.to_dict()`).
         data_summary: Sizes and columns of the training and evaluation data (no text).
-        comparison: Base vs fine-tuned ranx results, with significance.
+        comparison: Base vs fine-tuned ranx results in every retrieval mode, with significance.
         adapter: Whether the folder holds a LoRA adapter rather than full weights.
         notes: Extra lines for the "Limitations" section (e.g. BGE-M3 heads that were not trained).
         include_examples: Put training-text examples and widget examples in the card.
@@ -48,7 +49,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
 
     recipe: dict[str, Any] = field(default_factory=dict)
     data_summary: dict[str, Any] = field(default_factory=dict)
-    comparison: ModelComparison | None = None
+    comparison: RetrievalComparison | None = None
     adapter: bool = False
     notes: list[str] = field(default_factory=list)
     include_examples: bool = False
@@ -76,33 +77,49 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
         card["results_table"] = self.comparison.to_markdown() if self.comparison else None
         card["comparison"] = self.comparison
         card["query_prompt"] = self.model.prompts.get("query") if self.model is not None else None
+        card.update(self._m3_details())
         if self.comparison is not None:
             # The Hub shows the model-index as the model's results: the ranx scores of this model, not the
             # scores sentence-transformers logged for the last evaluation during training.
             card["model-index"] = eval_results_to_model_index(card["model_name"], self.eval_results())
         return card
 
+    def _m3_details(self) -> dict[str, Any]:
+        """What the template says about BGE-M3's modes (nothing for a dense model)."""
+        if not isinstance(self.model, BGEM3Model) or self.model.m3_heads is None:
+            return {"m3_modes": None}
+        colbert = self.model.m3_heads.colbert_linear
+        return {
+            "m3_modes": self.model.modes,
+            "m3_colbert_dim": colbert.out_features if colbert is not None else None,
+            "m3_hidden_size": self.model.get_hidden_size(),
+        }
+
     def eval_results(self) -> list[EvalResult]:
-        """The fine-tuned model's ranx scores as Hub `EvalResult`s (task: information retrieval)."""
-        comparison = self.comparison
-        model = comparison.models[-1]
-        name = comparison.eval_set.get("name", "retrieval")
-        return [
-            EvalResult(
-                task_type="information-retrieval",
-                task_name="Information Retrieval",
-                dataset_type=name,
-                dataset_name=name,
-                metric_type=metric.replace("@", "_at_"),
-                metric_name=metric,
-                metric_value=round(comparison.scores[model][metric], 4),
-            )
-            for metric in comparison.metrics
-        ]
+        """The fine-tuned model's ranx scores as Hub `EvalResult`s (task: information retrieval), one per metric and
+        mode; a mode other than dense is the metric's configuration (`metric_config`) and named in `metric_name`."""
+        name = self.comparison.eval_set.get("name", "retrieval")
+        results = []
+        for mode, comparison in self.comparison.modes.items():
+            model = comparison.models[-1]
+            results += [
+                EvalResult(
+                    task_type="information-retrieval",
+                    task_name="Information Retrieval",
+                    dataset_type=name,
+                    dataset_name=name,
+                    metric_type=metric.replace("@", "_at_"),
+                    metric_name=metric if mode == "dense" else f"{metric} ({mode})",
+                    metric_config=None if mode == "dense" else mode,
+                    metric_value=round(comparison.scores[model][metric], 4),
+                )
+                for metric in comparison.metrics
+            ]
+        return results
 
     def save_inputs(self, folder: str | Path) -> None:
         """Write what the card is rendered from (`CARD_INPUTS_FILE`; the results are in `eval_results.json`, which
-        `ModelComparison.save` writes beside it); see `card_data_from_folder`."""
+        `RetrievalComparison.save` writes beside it); see `card_data_from_folder`."""
         inputs = {name: getattr(self, name) for name in CARD_INPUT_FIELDS}
         inputs["base_model"] = self.base_model
         path = Path(folder) / CARD_INPUTS_FILE
@@ -130,7 +147,7 @@ def card_data_from_folder(folder: str | Path, **overrides: Any) -> StBgeModelCar
     """
     inputs = json.loads((Path(folder) / CARD_INPUTS_FILE).read_text(encoding="utf-8"))
     base_model = inputs.pop("base_model")
-    card_data = StBgeModelCardData(**{**inputs, **overrides}, comparison=ModelComparison.load(folder))
+    card_data = StBgeModelCardData(**{**inputs, **overrides}, comparison=RetrievalComparison.load(folder))
     card_data.base_model = base_model
     return card_data
 

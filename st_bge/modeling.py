@@ -6,7 +6,8 @@ BGE facts this module gets right:
   `pooling="auto"` forces CLS + Normalize for BGE-family names and the saved folder records it.
 - bge-*-v1.5 (and v1) English/Chinese models prepend a retrieval instruction to queries; BGE-M3 uses none.
 - BGE-M3's sparse (`sparse_linear.pt`) and ColBERT (`colbert_linear.pt`) heads are not Sentence Transformer
-  modules: the dense recipes here do not train them, and say so instead of dropping them silently.
+  modules: a folder (or Hub id) with them loads as `st_bge.m3.BGEM3Model`, which carries them through training and
+  saving, so a BGE-M3 goes in with three retrieval modes and comes out with three.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 
 from st_bge.config import ModelArguments
 from st_bge.errors import ConfigError
+from st_bge.m3 import BGEM3Model, find_head_files, is_m3_name
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +36,6 @@ BGE_QUERY_INSTRUCTIONS = {
     "en": "Represent this sentence for searching relevant passages: ",
     "zh": "为这个句子生成表示以用于检索相关文章：",
 }
-M3_HEAD_FILES = ("sparse_linear.pt", "colbert_linear.pt")
 _BGE_NAME = re.compile(r"(^|[/_-])bge([_-]|$)", re.IGNORECASE)
 _BGE_INSTRUCTED = re.compile(r"bge-(small|base|large)-(en|zh)(-v1\.5)?$", re.IGNORECASE)
 
@@ -66,25 +67,28 @@ def default_query_prompt(name_or_path: str) -> str:
     return BGE_QUERY_INSTRUCTIONS[match.group(2).lower()] if match else ""
 
 
-def untrained_heads_note(name_or_path: str) -> str | None:
-    """A warning (also printed in the card) if the local model folder has BGE-M3 heads the recipes do not train."""
-    folder = Path(resolve_model_path(name_or_path))
-    heads = [name for name in M3_HEAD_FILES if (folder / name).is_file()]
-    if not heads:
-        return None
-    return (
-        f"The base model's BGE-M3 heads ({', '.join(heads)}) were not fine-tuned and are not part of this model: "
-        "it gives the dense (CLS) embedding only."
-    )
+def has_m3_heads(name_or_path: str, revision: str | None = None) -> bool:
+    """Whether a model folder or Hub id is a BGE-M3 (a head file beside its weights, or the name says so)."""
+    path = resolve_model_path(name_or_path)
+    hub_kwargs = {} if Path(path).is_dir() else {"revision": revision}
+    return is_m3_name(name_or_path) or any(find_head_files(path, **hub_kwargs).values())
+
+
+def load_saved_model(folder: str | Path, **kwargs) -> SentenceTransformer:
+    """A saved model folder as it was saved, with no BGE defaults applied: `BGEM3Model` where it has M3 heads."""
+    model_class = BGEM3Model if any(find_head_files(str(folder)).values()) else SentenceTransformer
+    return model_class(str(folder), **kwargs)
 
 
 def load_model(args: ModelArguments) -> SentenceTransformer:
-    """Load the recipe's model with BGE's pooling and query prompt, ready to train (without LoRA yet)."""
+    """Load the recipe's model with BGE's pooling and query prompt, ready to train (without LoRA yet).
+
+    A BGE-M3 (see `has_m3_heads`) loads as `BGEM3Model`, with its sparse and ColBERT heads.
+    """
     path = resolve_model_path(args.model_name_or_path)
+    model_class = BGEM3Model if has_m3_heads(args.model_name_or_path, args.model_revision) else SentenceTransformer
     try:
-        model = SentenceTransformer(
-            path, revision=args.model_revision, trust_remote_code=args.trust_remote_code, device=None
-        )
+        model = model_class(path, revision=args.model_revision, trust_remote_code=args.trust_remote_code, device=None)
     except (OSError, ValueError) as error:  # missing files / not a model folder (transformers raises both)
         raise ConfigError(f"model_name_or_path '{args.model_name_or_path}': cannot load the model ({error})") from None
 
@@ -101,10 +105,6 @@ def load_model(args: ModelArguments) -> SentenceTransformer:
         # Stored in the model, so `encode_query` (evaluation, and users after loading) applies it too.
         model.prompts = {**model.prompts, "query": prompt, "document": ""}
         logger.info("Query prompt: %r", prompt)
-
-    note = untrained_heads_note(args.model_name_or_path)
-    if note:
-        logger.warning(note)
     return model
 
 

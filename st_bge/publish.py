@@ -26,7 +26,8 @@ from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 
 from st_bge.config import PushArguments
 from st_bge.errors import ConfigError, HubError
-from st_bge.modeling import PYPI_MODELS, resolve_model_path
+from st_bge.m3 import BGEM3Model
+from st_bge.modeling import PYPI_MODELS, load_saved_model, resolve_model_path
 
 logger = logging.getLogger(__name__)
 
@@ -116,8 +117,6 @@ def stage(
     Raises:
         ConfigError: the adapter's base model has no known Hub id.
     """
-    from sentence_transformers import SentenceTransformer
-
     from st_bge.model_card import CARD_INPUTS_FILE, attach_card_data, card_data_from_folder
 
     base_id = base_model or _base_model_id(model_dir)
@@ -126,9 +125,11 @@ def stage(
             f"{model_dir / ADAPTER_CONFIG} names a local base model, which nobody else can load: pass "
             "--base_model <Hub id of that model>"
         )
-    model = SentenceTransformer(str(model_dir), local_files_only=True)
+    model = load_saved_model(model_dir, local_files_only=True)
     if variant == "merged":
         _merge_adapter(model, model_dir)
+    if variant != "adapter" and isinstance(model, BGEM3Model):
+        _log_m3_consumers(model)
     if (model_dir / CARD_INPUTS_FILE).is_file():
         card_data = card_data_from_folder(model_dir, adapter=variant == "adapter", model_id=repo_id)
         attach_card_data(model, card_data, base_model=base_id)
@@ -182,6 +183,20 @@ def _merge_adapter(model, model_dir: Path) -> None:
     config = json.loads((model_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     base = AutoModel.from_pretrained(resolve_model_path(config["base_model_name_or_path"]))
     model[0].model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
+
+
+def _log_m3_consumers(model: BGEM3Model) -> None:
+    """Say which BGE-M3 consumers can read the staged full model (its layout is BAAI's)."""
+    colbert = model.m3_heads.colbert_linear if model.m3_heads is not None else None
+    if colbert is not None and colbert.out_features != model.get_hidden_size():
+        logger.warning(
+            "The ColBERT head is %d wide and the encoder %d: vLLM's BgeM3EmbeddingModel assumes equal widths and "
+            "cannot serve this model's ColBERT mode (FlagEmbedding and st-bge can)",
+            colbert.out_features,
+            model.get_hidden_size(),
+        )
+    else:
+        logger.info("BGE-M3 layout (modes %s): FlagEmbedding's BGEM3FlagModel and vLLM read it", model.modes)
 
 
 def _refuse_local_paths(staging: Path, model_dir: Path) -> None:

@@ -23,12 +23,15 @@ from st_bge.config import ModelArguments, Recipe, check_output_dir
 from st_bge.data import TrainingData, load_training_data
 from st_bge.data.preparation import PreparedData, enforce_verdict, prepare_data
 from st_bge.errors import ConfigError
-from st_bge.evaluation import ModelComparison, RanxRetrievalEvaluator, compare_runs
+from st_bge.evaluation import RanxRetrievalEvaluator, RetrievalComparison, compare_modes
+from st_bge.evaluation.bm25 import bm25_run
 from st_bge.evaluation.evaluator import EVALUATOR_NAME
 from st_bge.evaluation.plots import plot_metric_bars, plot_training_curves
+from st_bge.evaluation.retrieval import ModeRuns, mode_notes
 from st_bge.losses import build_loss, needs_guide
+from st_bge.m3 import BGEM3Model
 from st_bge.model_card import StBgeModelCardData, attach_card_data
-from st_bge.modeling import add_lora, frozen_copy, load_model, untrained_heads_note
+from st_bge.modeling import add_lora, frozen_copy, load_model
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +45,7 @@ class TrainResult:
 
     trainer: SentenceTransformerTrainer
     output_dir: Path
-    comparison: ModelComparison | None
+    comparison: RetrievalComparison | None
 
     @property
     def model(self) -> SentenceTransformer:
@@ -59,6 +62,9 @@ def build_evaluator(recipe: Recipe, data: TrainingData) -> RanxRetrievalEvaluato
         primary_metric=evaluation.eval_primary_metric,
         top_k=evaluation.eval_top_k,
         batch_size=recipe.training.per_device_eval_batch_size,
+        modes=evaluation.eval_modes,
+        hybrid_weights=evaluation.eval_hybrid_weights,
+        colbert_max_memory_mb=evaluation.eval_colbert_max_memory_mb,
     )
 
 
@@ -74,12 +80,19 @@ def train(recipe: Recipe) -> TrainResult:
 
     model = load_model(recipe.model)
     prepared = _prepare_data(recipe, data, model)
-    heads_note = untrained_heads_note(recipe.model.model_name_or_path)
+    notes = []
+    if isinstance(model, BGEM3Model):
+        # The dense losses read only the CLS embedding: the heads stay as loaded (and out of DDP's gradient sync).
+        if model.m3_heads is not None:
+            model.m3_heads.requires_grad_(False)
+        notes = model.heads_notes(trained=False)
+        for note in notes:
+            logger.warning(note)
     card_data = StBgeModelCardData(
         recipe=recipe.to_dict(),
         data_summary=prepared.summary(),
         adapter=recipe.model.use_lora,
-        notes=[heads_note] if heads_note else [],
+        notes=notes,
         include_examples=recipe.card.card_include_examples,
         language=recipe.card.language,
         license=recipe.card.license,
@@ -88,10 +101,10 @@ def train(recipe: Recipe) -> TrainResult:
     attach_card_data(model, card_data, base_model=recipe.model.model_name_or_path)
 
     evaluator = build_evaluator(recipe, data)
-    runs = {}
+    runs: dict[str, ModeRuns] = {}
     if evaluator is not None and recipe.evaluation.eval_base_model and args.process_index == 0:
         logger.info("Evaluating the base model on %s", data.eval.name)
-        runs[BASE] = evaluator.run(model)
+        runs[BASE] = evaluator.runs(model)
 
     guide = _load_guide(recipe, model) if needs_guide(recipe.loss) else None
     if recipe.model.use_lora:
@@ -116,14 +129,8 @@ def train(recipe: Recipe) -> TrainResult:
 
     comparison = None
     if evaluator is not None and trainer.is_world_process_zero():
-        runs[FINE_TUNED] = evaluator.run(trainer.model)  # the best checkpoint, if one was selected
-        comparison = compare_runs(
-            evaluator.qrels,
-            runs,
-            evaluator.metrics,
-            eval_set={**data.eval.summary(), "top_k": evaluator.top_k},
-            max_p=recipe.evaluation.eval_max_p,
-        )
+        runs[FINE_TUNED] = evaluator.runs(trainer.model)  # the best checkpoint, if one was selected
+        comparison = _compare(recipe, data, evaluator, runs)
         card_data.comparison = comparison
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
@@ -172,7 +179,26 @@ def _is_complete(checkpoint: Path) -> bool:
     return True
 
 
-def _write_reports(trainer: SentenceTransformerTrainer, comparison: ModelComparison | None, recipe: Recipe) -> None:
+def _compare(
+    recipe: Recipe, data: TrainingData, evaluator: RanxRetrievalEvaluator, runs: dict[str, ModeRuns]
+) -> RetrievalComparison:
+    """Base vs fine-tuned in every mode, BM25 beside them (`eval_bm25`)."""
+    evaluation = recipe.evaluation
+    reference = ("BM25", bm25_run(data.eval, top_k=evaluator.top_k)) if evaluation.eval_bm25 else None
+    return compare_modes(
+        evaluator.qrels,
+        {name: mode_runs.runs for name, mode_runs in runs.items()},
+        evaluator.metrics,
+        eval_set={**data.eval.summary(), "top_k": evaluator.top_k},
+        reference=reference,
+        notes=mode_notes(runs, evaluator.top_k),
+        max_p=evaluation.eval_max_p,
+    )
+
+
+def _write_reports(
+    trainer: SentenceTransformerTrainer, comparison: RetrievalComparison | None, recipe: Recipe
+) -> None:
     """Card inputs, results, training log and plots beside the model (main process only)."""
     output_dir = Path(recipe.training.output_dir)
     trainer.model.model_card_data.save_inputs(output_dir)  # for `st-bge push` to render the card again

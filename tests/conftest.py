@@ -176,9 +176,23 @@ def tiny_xlmr_path(tmp_path_factory) -> Path:
     transformer = Transformer(str(raw), max_seq_length=128)
     model = SentenceTransformer(modules=[transformer, Pooling(32, "cls"), Normalize()])
     model.save(str(folder))
-    torch.save(torch.nn.Linear(32, 1).state_dict(), folder / "sparse_linear.pt")
-    torch.save(torch.nn.Linear(32, 32).state_dict(), folder / "colbert_linear.pt")
+    for name, state in m3_head_states(32, seed=0).items():
+        torch.save(state, folder / name)
     return folder
+
+
+def m3_head_states(hidden: int, seed: int, colbert_dim: int | None = None) -> dict[str, dict[str, torch.Tensor]]:
+    """State dicts of BGE-M3 heads that give every mode something to score: ColBERT weights of std 0.3, and a sparse
+    head whose positive bias gives most tokens a weight (nn.Linear's default init leaves many texts with none)."""
+    generator = torch.Generator().manual_seed(seed)
+    colbert_dim = colbert_dim or hidden
+    return {
+        "sparse_linear.pt": {"weight": torch.randn(1, hidden, generator=generator) * 0.3, "bias": torch.tensor([0.5])},
+        "colbert_linear.pt": {
+            "weight": torch.randn(colbert_dim, hidden, generator=generator) * 0.3,
+            "bias": torch.randn(colbert_dim, generator=generator) * 0.1,
+        },
+    }
 
 
 def redraw_weights(model: torch.nn.Module, seed: int) -> None:

@@ -100,28 +100,42 @@ def test_st_bge_eval_end_to_end(tiny_bert_path, tiny_xlmr_path, beir_folder, gen
     )
     assert main(["eval", str(RECIPES / "eval" / "mbpp.yaml"), *argv]) == 0
     out = capsys.readouterr().out
-    assert "| Metric | base | other | Δ | Δ % | p (paired t-test) | p (Fisher's randomisation test) |" in out
+    header = "| Mode | Metric | BM25 | base | other | Δ | Δ % | p (paired t-test) | p (Fisher's randomisation test) |"
+    assert header in out
+    # A dense model beside a BGE-M3: the M3's other modes have no baseline, so no Δ there.
+    assert "| sparse | ndcg@10 |" in out and "| hybrid | recall@10 |" in out
 
     folder = tmp_path / "eval" / "tiny-beir"
     results = json.loads((folder / "eval_results.json").read_text())
-    assert results["models"] == ["base", "other"] and results["eval_set"]["queries"] == 4
-    assert (folder / "eval_results.tex").read_text().count("\\begin{tabular}") == 1
+    assert list(results["modes"]) == ["dense", "sparse", "colbert", "hybrid"]
+    dense = results["modes"]["dense"]
+    assert dense["models"] == ["base", "other"] and dense["eval_set"]["queries"] == 4
+    assert results["modes"]["sparse"]["models"] == ["other"]
+    assert results["notes"][0] == "colbert: MeanMaxSim against every document of the corpus (exact search)."
+    assert (folder / "eval_results.tex").read_text().count("\\begin{tabular}") == 4
     per_query = list(csv.DictReader((folder / "per_query_ndcg@10.csv").open()))
-    assert len(per_query) == 4 and list(per_query[0]) == ["query_id", "base", "other", "delta_other"]
+    columns = ["query_id", "base", "other", "other-sparse", "other-colbert", "other-hybrid", "delta_other"]
+    assert len(per_query) == 4 and list(per_query[0]) == columns
     deltas = [float(row["delta_other"]) for row in per_query]
     assert deltas == sorted(deltas)
-    assert (folder / "failures_base.csv").is_file() and (folder / "failures.json").is_file()
+    for label in ("base", "other", "other-sparse", "other-colbert", "other-hybrid"):
+        assert (folder / f"failures_{label}.csv").is_file(), label
+    assert (folder / "failures.json").is_file()
     for png in ("metrics.png", "per_query_delta_other.png", "embeddings_pca.png"):
         assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
     assert (tmp_path / "eval" / "forgetting-general" / "eval_results.md").is_file()
     summary = (tmp_path / "eval" / "summary.md").read_text()
-    assert "## general (forgetting check)" in summary and "| general (forgetting check) | other |" in summary
+    assert "## general (forgetting check)" in summary and "| general (forgetting check) | dense | other |" in summary
 
     # The same models on the same data again: corpus embeddings come from the cache.
     caplog.set_level(logging.INFO, logger="st_bge")
     assert main(["eval", str(RECIPES / "eval" / "mbpp.yaml"), *argv, "--overwrite_output_dir", "true"]) == 0
-    assert caplog.text.count("Corpus embeddings from cache") == 4  # 2 models x 2 sets
-    assert json.loads((folder / "eval_results.json").read_text())["scores"] == results["scores"]
+    assert caplog.text.count("Corpus embeddings from cache") == 2  # base x 2 sets
+    assert caplog.text.count("Corpus embeddings (dense, sparse, colbert) from cache") == 2  # other x 2 sets
+    again = json.loads((folder / "eval_results.json").read_text())
+    assert {mode: c["scores"] for mode, c in again["modes"].items()} == {
+        mode: c["scores"] for mode, c in results["modes"].items()
+    }
 
 
 def test_eval_refuses_a_non_empty_output_dir(tmp_path, tiny_bert_path, beir_folder, capsys):

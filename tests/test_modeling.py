@@ -7,6 +7,7 @@ from sentence_transformers.sentence_transformer.modules import Normalize, Poolin
 
 from st_bge.config import ModelArguments
 from st_bge.errors import ConfigError
+from st_bge.m3 import BGEM3Model
 from st_bge.modeling import add_lora, default_query_prompt, is_bge, load_model, resolve_model_path
 
 SENTENCES = ["How do I sort a list of numbers?", "def reverse(s):\n    return s[::-1]", "Count the vowels"]
@@ -38,11 +39,11 @@ def test_saved_bge_model_reloads_with_cls_pooling_not_mean(tiny_bge_model, tmp_p
     assert torch.allclose(reloaded.encode(SENTENCES, convert_to_tensor=True), expected, atol=1e-6)
 
 
-def test_m3_folder_keeps_cls_and_warns_about_heads(tiny_xlmr_path, caplog):
+def test_m3_folder_loads_with_cls_pooling_and_both_heads(tiny_xlmr_path):
     model = load_model(ModelArguments(model_name_or_path=str(tiny_xlmr_path)))
+    assert isinstance(model, BGEM3Model) and model.modes == ["dense", "sparse", "colbert"]
     assert pooling_of(model).pooling_mode == "cls"
     assert not model.prompts.get("query")  # BGE-M3 uses no query instruction
-    assert "BGE-M3 heads (sparse_linear.pt, colbert_linear.pt) were not fine-tuned" in caplog.text
 
 
 def test_explicit_query_prompt_is_stored_in_the_model(tiny_bert_path):

@@ -88,14 +88,17 @@ def test_card_metadata_round_trips_through_huggingface_hub(adapter_dir, tmp_path
         "sentence-similarity",
     )
     results = json.loads((adapter_dir / "eval_results.json").read_text())
-    fine_tuned = results["scores"]["fine-tuned"]
+    fine_tuned = results["modes"]["dense"]["scores"]["fine-tuned"]
     by_metric = {result.metric_name: result.metric_value for result in data.eval_results}
     assert by_metric == {metric: round(value, 4) for metric, value in fine_tuned.items()}
     assert {result.task_type for result in data.eval_results} == {"information-retrieval"}
     assert {"sentence-transformers", "st-bge", "lora", "peft"} <= set(data.tags)
     assert ModelCardData(**data.to_dict()).to_dict() == data.to_dict()
     front_matter = yaml.safe_load(card.content.split("---")[1])
-    assert front_matter["model-index"][0]["results"][0]["dataset"]["name"] == results["eval_set"]["name"]
+    assert (
+        front_matter["model-index"][0]["results"][0]["dataset"]["name"]
+        == results["modes"]["dense"]["eval_set"]["name"]
+    )
     assert 'SentenceTransformer("user/tiny")' in card.text
     for query, code in TOPICS.values():
         assert query not in card.content and code not in card.content

@@ -59,9 +59,11 @@ def lora_run(tiny_bert_path, beir_folder, tmp_path_factory):
 
 
 def test_results_are_written_as_json_markdown_and_latex(lora_run):
-    results = json.loads((lora_run.output_dir / "eval_results.json").read_text())
+    saved = json.loads((lora_run.output_dir / "eval_results.json").read_text())
+    assert list(saved["modes"]) == ["dense"]  # a dense model: one mode
+    results = saved["modes"]["dense"]
     assert results["metrics"] == ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100"]
-    assert results["models"] == ["base", "fine-tuned"]
+    assert results["models"] == ["base", "fine-tuned"] and results["reference"] == "BM25"
     assert results["eval_set"]["queries"] == 2 and results["eval_set"]["corpus"] == 12
     scores = results["scores"]
     for metric in results["metrics"]:
@@ -71,8 +73,11 @@ def test_results_are_written_as_json_markdown_and_latex(lora_run):
         for test in ("student", "fisher"):
             assert 0.0 <= results["p_values"]["fine-tuned"][test][metric] <= 1.0
     table = (lora_run.output_dir / "eval_results.md").read_text()
-    assert "| Metric | base | fine-tuned | Δ | Δ % | p (paired t-test) | p (Fisher's randomisation test) |" in table
-    assert f"| ndcg@10 | {scores['base']['ndcg@10']:.4f} | {scores['fine-tuned']['ndcg@10']:.4f}" in table
+    header = "| Metric | BM25 | base | fine-tuned | Δ | Δ % | p (paired t-test) | p (Fisher's randomisation test) |"
+    assert header in table
+    bm25 = results["reference_scores"]["ndcg@10"]
+    assert f"| ndcg@10 | {bm25:.4f} | {scores['base']['ndcg@10']:.4f}" in table
+    assert f"{scores['fine-tuned']['ndcg@10']:.4f}" in table
     assert "\\begin{tabular}" in (lora_run.output_dir / "eval_results.tex").read_text()
     for png in ("training_curves.png", "metrics.png"):
         assert (lora_run.output_dir / png).read_bytes()[:4] == b"\x89PNG"
@@ -85,7 +90,7 @@ def test_best_checkpoint_is_chosen_by_the_ranx_metric(lora_run):
     assert state.best_metric is not None
     logged = [e["eval_retrieval_ndcg@10"] for e in state.log_history if "eval_retrieval_ndcg@10" in e]
     assert len(logged) == 2 and state.best_metric == max(logged)
-    assert lora_run.comparison.scores["fine-tuned"]["ndcg@10"] == pytest.approx(state.best_metric)
+    assert lora_run.comparison.modes["dense"].scores["fine-tuned"]["ndcg@10"] == pytest.approx(state.best_metric)
 
 
 def test_folder_reloads_with_identical_embeddings(lora_run):
@@ -158,12 +163,22 @@ def test_accelerate_launch_bge_m3_recipe_two_steps(tiny_xlmr_path, beir_folder, 
     )
     completed = accelerate_launch("cpu.yaml", "bge-m3/lora-cached-gist.yaml", output_dir, *argv, cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "| ndcg@10 |" in completed.stdout
+    for mode in ("dense", "sparse", "colbert", "hybrid"):
+        assert f"| {mode} | ndcg@10 |" in completed.stdout, mode
     assert (output_dir / "adapter_model.safetensors").is_file()
+    # The dense loss does not train the heads: the adapter folder carries them unchanged, in BAAI's files.
+    for name in ("sparse_linear.pt", "colbert_linear.pt"):
+        saved, base = (torch.load(folder / name, weights_only=True) for folder in (output_dir, tiny_xlmr_path))
+        assert saved.keys() == base.keys() == {"weight", "bias"}
+        assert all(torch.equal(saved[key], base[key]) for key in base), name
     card = (output_dir / "README.md").read_text()
-    assert "BGE-M3 heads (sparse_linear.pt, colbert_linear.pt) were not fine-tuned" in card
+    assert "not trained by this run's loss: saved unchanged from the base model" in card
+    assert "from st_bge import BGEM3Model" in card
     reloaded = SentenceTransformer(str(output_dir))
     assert reloaded[1].pooling_mode == "cls"
+    assert json.loads((output_dir / "modules.json").read_text()) == json.loads(
+        (tiny_xlmr_path / "modules.json").read_text()
+    )
 
 
 def test_two_cpu_processes_gather_negatives_and_report_once(tiny_bert_path, beir_folder, tmp_path):

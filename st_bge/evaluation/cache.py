@@ -16,6 +16,8 @@ from pathlib import Path
 import torch
 from sentence_transformers import SentenceTransformer
 
+from st_bge.m3 import BGEM3Model, M3Embeddings
+
 logger = logging.getLogger(__name__)
 
 
@@ -54,8 +56,9 @@ class EmbeddingCache:
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder is not None else default_cache_dir()
 
-    def path(self, model: SentenceTransformer, doc_ids: Sequence[str], texts: Sequence[str]) -> Path:
-        return self.folder / f"{model_fingerprint(model)}-{texts_fingerprint(doc_ids, texts)}.pt"
+    def path(self, model: SentenceTransformer, doc_ids: Sequence[str], texts: Sequence[str], kind: str = "") -> Path:
+        suffix = f"-{kind}" if kind else ""
+        return self.folder / f"{model_fingerprint(model)}-{texts_fingerprint(doc_ids, texts)}{suffix}.pt"
 
     def encode_documents(
         self, model: SentenceTransformer, doc_ids: Sequence[str], texts: Sequence[str], **encode_kwargs
@@ -66,9 +69,24 @@ class EmbeddingCache:
             logger.info("Corpus embeddings from cache: %s", path)
             return torch.load(path, weights_only=True)["embeddings"]
         embeddings = model.encode_document(list(texts), convert_to_tensor=True, **encode_kwargs).cpu()
+        self._store({"embeddings": embeddings}, path)
+        return embeddings
+
+    def encode_m3_documents(
+        self, model: BGEM3Model, doc_ids: Sequence[str], texts: Sequence[str], modes: Sequence[str], **encode_kwargs
+    ) -> M3Embeddings:
+        """`model.encode_m3(texts, prompt_name="document", modes=modes)`, read from the cache when it was done before."""
+        path = self.path(model, doc_ids, texts, kind="m3-" + "-".join(modes))
+        if path.is_file():
+            logger.info("Corpus embeddings (%s) from cache: %s", ", ".join(modes), path)
+            return M3Embeddings.from_state(torch.load(path, weights_only=True))
+        embeddings = model.encode_m3(list(texts), prompt_name="document", modes=modes, **encode_kwargs)
+        self._store(embeddings.to_state(), path)
+        return embeddings
+
+    def _store(self, state: dict, path: Path) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(".partial")
-        torch.save({"embeddings": embeddings}, partial)
+        torch.save(state, partial)
         partial.replace(path)  # never leave a half-written file under the final name
         logger.info("Corpus embeddings cached: %s", path)
-        return embeddings

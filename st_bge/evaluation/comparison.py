@@ -1,4 +1,5 @@
-"""Compare models on one retrieval set with ranx: means, relative change and significance against a baseline.
+"""Compare models on one retrieval set with ranx: means, relative change and significance against a baseline, per
+retrieval mode (`ModelComparison`), every mode of a set in one table (`RetrievalComparison`), BM25 beside them.
 
 Significance uses ranx's `compare` with two paired tests over the per-query scores: Student's paired t-test and
 Fisher's randomisation test (a permutation test with no normality assumption). The results are written as
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ FISHER_PERMUTATIONS = 1000
 
 @dataclass
 class ModelComparison:
-    """ranx metrics of several models on one retrieval set; every model after the first is compared with it.
+    """ranx metrics of several models on one retrieval set in one retrieval mode; every model after the first is
+    compared with it, and every model with the reference run (BM25) if there is one.
 
     Attributes:
         eval_set: Name and sizes of the retrieval set (no text).
@@ -35,6 +37,10 @@ class ModelComparison:
         p_values: `p_values[model][test][metric]` = p of `model` vs the baseline (tests: `STAT_TESTS`).
         max_p: Significance threshold.
         latex: ranx's LaTeX table (first test's superscripts).
+        mode: The retrieval mode of the models' runs (dense, sparse, colbert, hybrid).
+        reference: Name of a run that is not a model (BM25), shown beside the models; None if there is none.
+        reference_scores: `reference_scores[metric]`: the reference run's means.
+        reference_p_values: `reference_p_values[model][test][metric]` = p of `model` vs the reference.
     """
 
     eval_set: dict[str, Any]
@@ -44,6 +50,10 @@ class ModelComparison:
     p_values: dict[str, dict[str, dict[str, float]]]
     max_p: float
     latex: str = ""
+    mode: str = "dense"
+    reference: str | None = None
+    reference_scores: dict[str, float] = field(default_factory=dict)
+    reference_p_values: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     @property
     def baseline(self) -> str:
@@ -58,32 +68,17 @@ class ModelComparison:
         return 100.0 * self.delta(model, metric) / base if base else None
 
     def significant(self, model: str, metric: str) -> bool:
-        """Significant by every test that was run."""
+        """Significant against the baseline by every test that was run."""
         return all(p[metric] <= self.max_p for p in self.p_values[model].values())
+
+    def significant_against_reference(self, model: str, metric: str) -> bool:
+        """Significantly different from the reference run (BM25) by every test that was run."""
+        tests = self.reference_p_values.get(model, {})
+        return bool(tests) and all(p[metric] <= self.max_p for p in tests.values())
 
     def to_markdown(self) -> str:
         """One row per metric: baseline, then each model with Δ, Δ % and the p-values; * marks significance."""
-        header = ["Metric", self.baseline]
-        for model in self.models[1:]:
-            header += [model, "Δ", "Δ %"] + [f"p ({STAT_TESTS[test]})" for test in self.p_values[model]]
-        rows = []
-        for metric in self.metrics:
-            row = [metric, f"{self.scores[self.baseline][metric]:.4f}"]
-            for model in self.models[1:]:
-                mark = "*" if self.significant(model, metric) else ""
-                relative = self.relative(model, metric)
-                row += [
-                    f"{self.scores[model][metric]:.4f}{mark}",
-                    f"{self.delta(model, metric):+.4f}",
-                    f"{relative:+.1f}%" if relative is not None else "n/a",
-                ]
-                row += [_format_p(test, p[metric]) for test, p in self.p_values[model].items()]
-            rows.append(row)
-        table = markdown_table(header, rows)
-        if len(self.models) > 1:
-            tests = " and ".join(STAT_TESTS[test] for test in next(iter(self.p_values.values())))
-            table += f"\n\n\\* p ≤ {self.max_p} against {self.baseline} ({tests})."
-        return table
+        return comparison_table({self.mode: self}, show_mode=False)
 
     def to_dict(self) -> dict[str, Any]:
         result = asdict(self)
@@ -94,24 +89,127 @@ class ModelComparison:
         return result
 
     @classmethod
-    def load(cls, output_dir: str | Path, stem: str = "eval_results") -> ModelComparison | None:
-        """The comparison `save` wrote into `output_dir` (derived fields recomputed), or None if there is none."""
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelComparison:
+        """The inverse of `to_dict` (the derived fields are recomputed, not read)."""
+        return cls(**{f.name: data[f.name] for f in fields(cls) if f.name in data})
+
+
+@dataclass
+class RetrievalComparison:
+    """Models compared on one retrieval set in every retrieval mode they have, BM25 beside them.
+
+    Attributes:
+        modes: mode -> the comparison of the models that have that mode, dense first. A model without a mode (a
+            dense model beside a BGE-M3) is left out of that mode's comparison.
+        notes: How the runs were made, where it matters for reading them (e.g. how ColBERT searched).
+    """
+
+    modes: dict[str, ModelComparison]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def primary(self) -> ModelComparison:
+        """The dense comparison (or the first mode's)."""
+        return self.modes.get("dense") or next(iter(self.modes.values()))
+
+    @property
+    def eval_set(self) -> dict[str, Any]:
+        return self.primary.eval_set
+
+    @property
+    def metrics(self) -> list[str]:
+        return self.primary.metrics
+
+    @property
+    def max_p(self) -> float:
+        return self.primary.max_p
+
+    @property
+    def models(self) -> list[str]:
+        """Every model, in the order given (the first is the baseline)."""
+        return list(dict.fromkeys(model for comparison in self.modes.values() for model in comparison.models))
+
+    def to_markdown(self) -> str:
+        """One table, a row per (mode, metric), then the notes."""
+        table = comparison_table(self.modes, show_mode=len(self.modes) > 1)
+        return table + "".join(f"\n\n{note}" for note in self.notes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"modes": {mode: c.to_dict() for mode, c in self.modes.items()}, "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RetrievalComparison:
+        modes = {mode: ModelComparison.from_dict(value) for mode, value in data["modes"].items()}
+        return cls(modes=modes, notes=list(data.get("notes", [])))
+
+    @classmethod
+    def load(cls, output_dir: str | Path, stem: str = "eval_results") -> RetrievalComparison | None:
+        """The comparison `save` wrote into `output_dir`, or None if there is none."""
         path = Path(output_dir) / f"{stem}.json"
         if not path.is_file():
             return None
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(**{key: data[key] for key in ("eval_set", "metrics", "models", "scores", "p_values", "max_p")})
+        return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
 
     def save(self, output_dir: str | Path, stem: str = "eval_results") -> list[Path]:
-        """Write `<stem>.json`, `<stem>.md` and `<stem>.tex` into `output_dir`; returns their paths."""
+        """Write `<stem>.json`, `<stem>.md` and `<stem>.tex` (ranx's table of each mode) into `output_dir`."""
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         paths = [output_dir / f"{stem}.{suffix}" for suffix in ("json", "md", "tex")]
         paths[0].write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         title = f"Retrieval on {self.eval_set.get('name', 'the evaluation set')}"
         paths[1].write_text(f"## {title}\n\n{self.to_markdown()}\n", encoding="utf-8")
-        paths[2].write_text(self.latex, encoding="utf-8")
+        many = len(self.modes) > 1
+        paths[2].write_text("\n".join(f"% {m}\n{c.latex}" if many else c.latex for m, c in self.modes.items()))
         return paths
+
+
+def comparison_table(modes: Mapping[str, ModelComparison], *, show_mode: bool) -> str:
+    """The markdown table of `modes` (mode -> comparison): a row per (mode, metric); the reference (BM25) column;
+    per model its score and, against its mode's baseline, Δ, Δ % and the p-values (blank where a model lacks the
+    mode). `*` marks significance against the baseline, `†` against the reference."""
+    comparisons = list(modes.values())
+    models = list(dict.fromkeys(model for c in comparisons for model in c.models))
+    tests = next((list(p) for c in comparisons for p in [*c.p_values.values(), *c.reference_p_values.values()]), [])
+    reference = next((c.reference for c in comparisons if c.reference), None)
+    header = ["Mode"] * show_mode + ["Metric"] + [reference] * bool(reference) + [models[0]]
+    for model in models[1:]:
+        header += [model, "Δ", "Δ %"] + [f"p ({STAT_TESTS[test]})" for test in tests]
+    rows = []
+    for mode, comparison in modes.items():
+        for metric in comparison.metrics:
+            row = [mode] * show_mode + [metric]
+            if reference:
+                row.append(f"{comparison.reference_scores[metric]:.4f}" if comparison.reference else "")
+            for index, model in enumerate(models):
+                row += _model_cells(comparison, model, metric, tests, first_column=index == 0)
+            rows.append(row)
+    table = markdown_table(header, rows)
+    max_p = comparisons[0].max_p
+    names = " and ".join(STAT_TESTS[test] for test in tests)
+    baselines = list(dict.fromkeys(c.baseline for c in comparisons if len(c.models) > 1))
+    if baselines:
+        table += f"\n\n\\* p ≤ {max_p} against {' / '.join(baselines)} ({names})."
+    if reference and any(c.reference_p_values for c in comparisons):
+        table += f"\n\n† p ≤ {max_p} against {reference} ({names})."
+    return table
+
+
+def _model_cells(comparison: ModelComparison, model: str, metric: str, tests: list[str], *, first_column: bool):
+    """A model's cells in one row: its score, then (except in the first model's column) Δ, Δ % and the p-values."""
+    width = 1 if first_column else 3 + len(tests)
+    if model not in comparison.models:
+        return [""] * width
+    compared = model != comparison.baseline
+    mark = "*" * (compared and comparison.significant(model, metric))
+    mark += "†" * comparison.significant_against_reference(model, metric)
+    cells = [f"{comparison.scores[model][metric]:.4f}{mark}"]
+    if first_column:
+        return cells
+    if not compared:
+        return cells + [""] * (width - 1)
+    relative = comparison.relative(model, metric)
+    cells += [f"{comparison.delta(model, metric):+.4f}", f"{relative:+.1f}%" if relative is not None else "n/a"]
+    return cells + [_format_p(test, comparison.p_values[model][test][metric]) for test in tests]
 
 
 def compare_runs(
@@ -123,16 +221,21 @@ def compare_runs(
     stat_tests: Sequence[str] = tuple(STAT_TESTS),
     max_p: float = 0.05,
     random_seed: int = 42,
+    mode: str = "dense",
+    reference: tuple[str, Run] | None = None,
 ) -> ModelComparison:
-    """Compare `runs` (model name -> run, the first is the baseline) on `qrels` with ranx."""
+    """Compare `runs` (model name -> run, the first is the baseline) on `qrels` with ranx; with `reference`
+    (name, run), e.g. BM25's, every model is also tested against that run."""
     names = list(runs)
-    if len(names) == 1:  # nothing to compare with: means only
+    all_runs = {**runs, reference[0]: reference[1]} if reference else dict(runs)
+    if len(all_runs) == 1:  # nothing to compare with: means only
         scores = {names[0]: evaluate_run(qrels, runs[names[0]], metrics)}
-        return ModelComparison(eval_set, list(metrics), names, scores, p_values={}, max_p=max_p)
+        return ModelComparison(eval_set, list(metrics), names, scores, p_values={}, max_p=max_p, mode=mode)
     # ranx names the models after the runs and stores scores inside them: give it renamed copies.
-    copies = [Run(run.to_dict(), name=name) for name, run in runs.items()]
+    copies = [Run(run.to_dict(), name=name) for name, run in all_runs.items()]
     scores: dict[str, dict[str, float]] = {}
     p_values: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names[1:]}
+    reference_p: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names} if reference else {}
     latex = ""
     for test in stat_tests:
         with quiet_numba():
@@ -147,20 +250,54 @@ def compare_runs(
                 make_comparable=True,
                 rounding_digits=4,
             )
-        scores = {name: {m: float(report.results[name][m]) for m in metrics} for name in names}
+        scores = {name: {m: float(report.results[name][m]) for m in metrics} for name in all_runs}
         for name in names[1:]:
             pair = report.comparisons[names[0], name]
             p_values[name][test] = {m: _p_value(pair[m]["p_value"]) for m in metrics}
+        for name in reference_p:
+            pair = report.comparisons[name, reference[0]]
+            reference_p[name][test] = {m: _p_value(pair[m]["p_value"]) for m in metrics}
         latex = latex or report.to_latex()
     return ModelComparison(
         eval_set=eval_set,
         metrics=list(metrics),
         models=names,
-        scores=scores,
+        scores={name: scores[name] for name in names},
         p_values=p_values,
         max_p=max_p,
         latex=latex,
+        mode=mode,
+        reference=reference[0] if reference else None,
+        reference_scores=scores[reference[0]] if reference else {},
+        reference_p_values=reference_p,
     )
+
+
+def compare_modes(
+    qrels: Qrels,
+    runs: Mapping[str, Mapping[str, Run]],
+    metrics: Sequence[str],
+    *,
+    eval_set: dict[str, Any],
+    reference: tuple[str, Run] | None = None,
+    notes: Sequence[str] = (),
+    **compare_kwargs: Any,
+) -> RetrievalComparison:
+    """`compare_runs` in every mode: `runs[model][mode]`; a mode's baseline is the first model that has it."""
+    modes = list(dict.fromkeys(mode for model_runs in runs.values() for mode in model_runs))
+    comparisons = {
+        mode: compare_runs(
+            qrels,
+            {model: model_runs[mode] for model, model_runs in runs.items() if mode in model_runs},
+            metrics,
+            eval_set=eval_set,
+            mode=mode,
+            reference=reference,
+            **compare_kwargs,
+        )
+        for mode in modes
+    }
+    return RetrievalComparison(modes=comparisons, notes=list(notes))
 
 
 def _format_p(test: str, p: float) -> str:

@@ -1,9 +1,11 @@
 """`st-bge eval`: several models on one or more retrieval sets, compared with significance, analysed per query.
 
 For each retrieval set, into `<output_dir>/<set name>/`:
-- `eval_results.{json,md,tex}`: ranx metrics, Δ, Δ % and p-values of every model against the first;
+- `eval_results.{json,md,tex}`: ranx metrics, Δ, Δ % and p-values of every model against the first, in every
+  retrieval mode the models have (dense; sparse, colbert and hybrid for BGE-M3), BM25 beside them;
 - `per_query_<metric>.csv`: per-query scores of the primary metric, worst regression first;
-- `failures_<model>.csv`: the failing queries of each model with the top wrong document;
+- `failures_<model>.csv`: the failing queries of each model (and mode: `failures_<model>-<mode>.csv`) with the
+  top wrong document;
 - `metrics.png`, `per_query_delta_<model>.png`, `embeddings_pca.png` (unless `plots: false`).
 A forgetting set is evaluated the same way and reported beside the domain sets in `<output_dir>/summary.md`.
 """
@@ -28,11 +30,12 @@ from st_bge.evaluation.analysis import (
     per_query_deltas,
     write_failures_csv,
 )
+from st_bge.evaluation.bm25 import bm25_run
 from st_bge.evaluation.cache import EmbeddingCache
-from st_bge.evaluation.comparison import ModelComparison, compare_runs
+from st_bge.evaluation.comparison import RetrievalComparison, compare_modes
 from st_bge.evaluation.metrics import per_query_scores, to_qrels
 from st_bge.evaluation.plots import plot_embedding_maps, plot_metric_bars, plot_per_query_deltas
-from st_bge.evaluation.retrieval import retrieve
+from st_bge.evaluation.retrieval import ModeRuns, mode_notes, model_modes, optimize_hybrid_weights, retrieve_modes
 from st_bge.markdown import markdown_table
 from st_bge.modeling import load_model
 
@@ -43,9 +46,9 @@ MAX_MAP_QUERIES = 200  # queries drawn in the embedding map
 
 @dataclass
 class SetResult:
-    """The comparison on one retrieval set, and the failure counts of each model."""
+    """The comparison on one retrieval set, and the failure counts of each model (and mode)."""
 
-    comparison: ModelComparison
+    comparison: RetrievalComparison
     failures: dict[str, dict[str, int]]
     folder: Path
     forgetting: bool = False
@@ -68,29 +71,44 @@ def evaluate_models(recipe: EvalRecipe) -> list[SetResult]:
     output_dir = Path(run_args.output_dir)
     check_output_dir(output_dir, overwrite=run_args.overwrite_output_dir)
     models = parse_model_specs(run_args.models)
-    sets = [(load_retrieval_set(path, run_args.eval_dataset_split), False) for path in run_args.eval_datasets]
+    sources = [(path, run_args.eval_dataset_split, False) for path in run_args.eval_datasets]
     if run_args.forgetting_dataset:
-        sets.append((load_retrieval_set(run_args.forgetting_dataset, run_args.forgetting_dataset_split), True))
+        sources.append((run_args.forgetting_dataset, run_args.forgetting_dataset_split, True))
+    sets = [(load_retrieval_set(path, split), forgetting) for path, split, forgetting in sources]
+    paths = {retrieval_set.name: path for (retrieval_set, _), (path, _, _) in zip(sets, sources, strict=True)}
     names = [retrieval_set.name for retrieval_set, _ in sets]
     if len(set(names)) != len(names):
         raise ConfigError(f"eval_datasets and forgetting_dataset need distinct folder or file names, got {names}")
+    dev_sets = {}
+    if run_args.hybrid_fusion == "optimize":
+        dev_sets = {name: load_retrieval_set(path, run_args.fusion_dev_split) for name, path in paths.items()}
     cache = EmbeddingCache(run_args.embedding_cache_dir) if run_args.use_embedding_cache else None
 
-    runs: dict[str, dict[str, object]] = {retrieval_set.name: {} for retrieval_set, _ in sets}
+    runs: dict[str, dict[str, ModeRuns]] = {retrieval_set.name: {} for retrieval_set, _ in sets}
     map_embeddings: dict[str, dict[str, tuple]] = {retrieval_set.name: {} for retrieval_set, _ in sets}
     for name, path in models.items():
         logger.info("Evaluating %s (%s)", name, path)
         model = load_model(ModelArguments(model_name_or_path=path))
+        modes = _modes_of(model, evaluation.eval_modes, name)
+        search = {
+            "top_k": evaluation.eval_top_k,
+            "batch_size": run_args.batch_size,
+            "show_progress_bar": True,
+            "cache": cache,
+            "hybrid_weights": evaluation.eval_hybrid_weights,
+            "colbert_max_memory_mb": evaluation.eval_colbert_max_memory_mb,
+        }
         for retrieval_set, _ in sets:
-            runs[retrieval_set.name][name] = retrieve(
-                model,
-                retrieval_set,
-                top_k=evaluation.eval_top_k,
-                batch_size=run_args.batch_size,
-                show_progress_bar=True,
-                name=name,
-                cache=cache,
-            )
+            mode_runs = retrieve_modes(model, retrieval_set, modes, **search)
+            if "hybrid" in modes and retrieval_set.name in dev_sets:
+                dev = dev_sets[retrieval_set.name]
+                candidates = retrieve_modes(model, dev, ["hybrid"], **search).candidates
+                weights = optimize_hybrid_weights(to_qrels(dev.qrels), candidates, evaluation.eval_primary_metric)
+                logger.info(
+                    "%s on %s: hybrid weights tuned on %d dev queries: %s", name, dev.name, len(dev.qrels), weights
+                )
+                mode_runs.set_hybrid_weights(weights, evaluation.eval_top_k)
+            runs[retrieval_set.name][name] = mode_runs
             if run_args.plots:
                 map_embeddings[retrieval_set.name][name] = _map_embeddings(model, retrieval_set, run_args.batch_size)
 
@@ -105,44 +123,74 @@ def evaluate_models(recipe: EvalRecipe) -> list[SetResult]:
     return results
 
 
+def _modes_of(model: SentenceTransformer, requested: list[str] | None, name: str) -> list[str]:
+    """The modes `eval_modes` asks for that `model` has (all it has by default)."""
+    available = model_modes(model)
+    if requested is None:
+        return available
+    modes = [mode for mode in requested if mode in available]
+    if not modes:
+        raise ConfigError(f"eval_modes {requested}: model '{name}' has none of them (it has {available})")
+    skipped = [mode for mode in requested if mode not in available]
+    if skipped:
+        logger.info("%s has no %s mode: evaluated in %s", name, " or ".join(skipped), modes)
+    return modes
+
+
 def _report_set(
-    retrieval_set: RetrievalSet, runs: dict, recipe: EvalRecipe, folder: Path, forgetting: bool
+    retrieval_set: RetrievalSet, runs: dict[str, ModeRuns], recipe: EvalRecipe, folder: Path, forgetting: bool
 ) -> SetResult:
     evaluation, run_args = recipe.evaluation, recipe.run
     qrels = to_qrels(retrieval_set.qrels, name=retrieval_set.name)
-    comparison = compare_runs(
+    bm25 = ("BM25", bm25_run(retrieval_set, top_k=evaluation.eval_top_k)) if evaluation.eval_bm25 else None
+    comparison = compare_modes(
         qrels,
-        runs,
+        {name: mode_runs.runs for name, mode_runs in runs.items()},
         evaluation.eval_metrics,
         eval_set={**retrieval_set.summary(), "top_k": evaluation.eval_top_k},
+        reference=bm25,
+        notes=mode_notes(runs, evaluation.eval_top_k),
         stat_tests=run_args.stat_tests,
         max_p=evaluation.eval_max_p,
     )
     comparison.save(folder)
     metric = evaluation.eval_primary_metric
-    per_query = {name: per_query_scores(qrels, run, metric) for name, run in runs.items()}
-    names = list(runs)
+    # One label per (model, mode): the model's name for dense, `<model>-<mode>` otherwise.
+    labelled = {
+        _label(name, mode): (mode, run) for name, mode_runs in runs.items() for mode, run in mode_runs.runs.items()
+    }
+    per_query = {label: per_query_scores(qrels, run, metric) for label, (_, run) in labelled.items()}
+    baselines = {mode: _label(c.baseline, mode) for mode, c in comparison.modes.items()}
+    compared = [(label, baselines[mode]) for label, (mode, _) in labelled.items() if label != baselines[mode]]
+    labels = list(labelled)
     with open(folder / f"per_query_{metric}.csv", "w", newline="", encoding="utf-8") as file:
         writer = csv.writer(file)
-        writer.writerow(["query_id", *names, *(f"delta_{name}" for name in names[1:])])
-        order = per_query_deltas(per_query[names[0]], per_query[names[-1]]) if len(names) > 1 else []
-        for query_id in [row[0] for row in order] or sorted(per_query[names[0]]):
-            scores = [per_query[name][query_id] for name in names]
-            writer.writerow([query_id, *scores, *(s - scores[0] for s in scores[1:])])
+        writer.writerow(["query_id", *labels, *(f"delta_{label}" for label, _ in compared)])
+        last = compared[-1] if compared else None
+        order = per_query_deltas(per_query[last[1]], per_query[last[0]]) if last else []
+        for query_id in [row[0] for row in order] or sorted(per_query[labels[0]]):
+            row = [per_query[label][query_id] for label in labels]
+            writer.writerow(
+                [query_id, *row, *(per_query[label][query_id] - per_query[base][query_id] for label, base in compared)]
+            )
     failures = {}
-    for name, run in runs.items():
+    for label, (_, run) in labelled.items():
         outcomes = analyse_run(retrieval_set, run)
-        write_failures_csv(folder / f"failures_{_file_name(name)}.csv", retrieval_set, outcomes)
-        failures[name] = failure_counts(outcomes)
+        write_failures_csv(folder / f"failures_{_file_name(label)}.csv", retrieval_set, outcomes)
+        failures[label] = failure_counts(outcomes)
     (folder / "failures.json").write_text(json.dumps(failures, indent=2) + "\n", encoding="utf-8")
     if run_args.plots:
         plot_metric_bars(comparison, folder / "metrics.png")
-        for name in names[1:]:
-            deltas = per_query_deltas(per_query[names[0]], per_query[name])
+        for label, base in compared:
+            deltas = per_query_deltas(per_query[base], per_query[label])
             plot_per_query_deltas(
-                deltas, metric, f"{name} vs {names[0]}", folder / f"per_query_delta_{_file_name(name)}.png"
+                deltas, metric, f"{label} vs {base}", folder / f"per_query_delta_{_file_name(label)}.png"
             )
     return SetResult(comparison=comparison, failures=failures, folder=folder, forgetting=forgetting)
+
+
+def _label(model: str, mode: str) -> str:
+    return model if mode == "dense" else f"{model}-{mode}"
 
 
 def _map_embeddings(model: SentenceTransformer, retrieval_set: RetrievalSet, batch_size: int) -> tuple:
@@ -167,23 +215,24 @@ def summary_markdown(results: list[SetResult], metric: str) -> str:
         parts.append(f"Failing queries per class:\n\n{markdown_table(['Model', *FAILURE_CLASSES], rows)}\n")
     comparisons = [r for r in results if len(r.comparison.models) > 1]
     if comparisons:
-        parts.append(f"## Change in {metric} against {comparisons[0].comparison.baseline}\n")
+        parts.append(f"## Change in {metric} against {comparisons[0].comparison.models[0]}\n")
         rows = []
         for result in comparisons:
-            comparison = result.comparison
-            label = comparison.eval_set["name"] + (" (forgetting check)" if result.forgetting else "")
-            for model in comparison.models[1:]:
-                relative = comparison.relative(model, metric)
-                rows.append(
-                    [
-                        label,
-                        model,
-                        f"{comparison.delta(model, metric):+.4f}",
-                        "n/a" if relative is None else f"{relative:+.1f}%",
-                        "yes" if comparison.significant(model, metric) else "no",
-                    ]
-                )
-        parts.append(markdown_table(["Set", "Model", "Δ", "Δ %", "significant"], rows))
+            set_label = result.comparison.eval_set["name"] + (" (forgetting check)" if result.forgetting else "")
+            for mode, comparison in result.comparison.modes.items():
+                for model in comparison.models[1:]:
+                    relative = comparison.relative(model, metric)
+                    rows.append(
+                        [
+                            set_label,
+                            mode,
+                            model,
+                            f"{comparison.delta(model, metric):+.4f}",
+                            "n/a" if relative is None else f"{relative:+.1f}%",
+                            "yes" if comparison.significant(model, metric) else "no",
+                        ]
+                    )
+        parts.append(markdown_table(["Set", "Mode", "Model", "Δ", "Δ %", "significant"], rows))
     return "\n".join(parts) + "\n"
 
 

@@ -1,5 +1,9 @@
 """A ranx retrieval evaluator that plugs into `SentenceTransformerTrainer`, so checkpoints are chosen by a ranx
-metric (`metric_for_best_model: eval_<name>_<metric>`, e.g. `eval_retrieval_ndcg@10`)."""
+metric (`metric_for_best_model: eval_<name>_<metric>`, e.g. `eval_retrieval_ndcg@10`).
+
+For a BGE-M3 it scores every retrieval mode from one encoding: the dense metrics keep their names
+(`retrieval_ndcg@10`), the others carry their mode (`retrieval_sparse_ndcg@10`, `retrieval_colbert_...`,
+`retrieval_hybrid_...`), so a recipe can pick its best checkpoint by any of them."""
 
 from __future__ import annotations
 
@@ -7,13 +11,13 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ranx import Run
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import BaseEvaluator
 
+from st_bge.config import M3_HYBRID_WEIGHTS
 from st_bge.data.retrieval_set import RetrievalSet
 from st_bge.evaluation.metrics import evaluate_run, to_qrels
-from st_bge.evaluation.retrieval import retrieve
+from st_bge.evaluation.retrieval import ModeRuns, retrieve_modes
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +26,7 @@ EVALUATOR_NAME = "retrieval"
 
 
 class RanxRetrievalEvaluator(BaseEvaluator):
-    """Dense retrieval over a `RetrievalSet`, scored by ranx against its graded qrels.
+    """Retrieval over a `RetrievalSet` in each retrieval mode of the model, scored by ranx against its graded qrels.
 
     Args:
         retrieval_set: Queries, corpus and qrels to evaluate on.
@@ -31,6 +35,9 @@ class RanxRetrievalEvaluator(BaseEvaluator):
         top_k: Documents retrieved per query.
         batch_size: Encoding batch size.
         name: Prefix of the returned metric keys (`<name>_<metric>`).
+        modes: Retrieval modes to score (default: every mode the model has, `model_modes`).
+        hybrid_weights: Weights of dense, sparse and ColBERT scores in the hybrid mode.
+        colbert_max_memory_mb: ColBERT searches the whole corpus when its token vectors fit in this, else re-ranks.
     """
 
     def __init__(
@@ -42,6 +49,9 @@ class RanxRetrievalEvaluator(BaseEvaluator):
         top_k: int = 100,
         batch_size: int = 64,
         name: str = EVALUATOR_NAME,
+        modes: Sequence[str] | None = None,
+        hybrid_weights: Sequence[float] = M3_HYBRID_WEIGHTS,
+        colbert_max_memory_mb: float = 4096,
     ) -> None:
         super().__init__()
         if primary_metric not in metrics:
@@ -52,15 +62,30 @@ class RanxRetrievalEvaluator(BaseEvaluator):
         self.top_k = top_k
         self.batch_size = batch_size
         self.name = name
+        self.modes = list(modes) if modes else None
+        self.hybrid_weights = list(hybrid_weights)
+        self.colbert_max_memory_mb = colbert_max_memory_mb
         self.qrels = to_qrels(retrieval_set.qrels, name=retrieval_set.name)
 
-    def run(self, model: SentenceTransformer, name: str | None = None) -> Run:
-        """The ranx run of `model` on the retrieval set."""
-        return retrieve(model, self.retrieval_set, top_k=self.top_k, batch_size=self.batch_size, name=name)
+    def runs(self, model: SentenceTransformer) -> ModeRuns:
+        """The ranx runs of `model` on the retrieval set, one per mode."""
+        return retrieve_modes(
+            model,
+            self.retrieval_set,
+            self.modes,
+            top_k=self.top_k,
+            batch_size=self.batch_size,
+            hybrid_weights=self.hybrid_weights,
+            colbert_max_memory_mb=self.colbert_max_memory_mb,
+        )
 
     def compute_metrics(self, model: SentenceTransformer) -> dict[str, float]:
-        """Unprefixed ranx metrics of `model` on the retrieval set."""
-        return evaluate_run(self.qrels, self.run(model), self.metrics)
+        """Unprefixed ranx metrics of `model` on the retrieval set; modes other than dense as `<mode>_<metric>`."""
+        metrics = {}
+        for mode, run in self.runs(model).runs.items():
+            prefix = "" if mode == "dense" else f"{mode}_"
+            metrics.update({prefix + key: value for key, value in evaluate_run(self.qrels, run, self.metrics).items()})
+        return metrics
 
     def __call__(
         self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1
@@ -76,4 +101,5 @@ class RanxRetrievalEvaluator(BaseEvaluator):
         return "Retrieval (ranx)"
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {"dataset": self.retrieval_set.name, "top_k": self.top_k}
+        config = {"dataset": self.retrieval_set.name, "top_k": self.top_k}
+        return {**config, "modes": self.modes} if self.modes else config

@@ -21,8 +21,12 @@ def to_qrels(qrels: Mapping[str, Mapping[str, int]], name: str | None = None) ->
 
 
 def to_run(scores: Mapping[str, Mapping[str, float]], name: str | None = None) -> Run:
-    """A ranx `Run` from `{query_id: {doc_id: score}}` (ids turned into `str`)."""
-    return Run({str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in scores.items()}, name=name)
+    """A ranx `Run` from `{query_id: {doc_id: score}}` (ids turned into `str`).
+
+    A query that retrieved nothing (e.g. no word in common with any document, for a lexical run) is left out:
+    ranx cannot compile an empty ranking, and every evaluation here scores a missing query as 0 (`make_comparable`).
+    """
+    return Run({str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in scores.items() if docs}, name=name)
 
 
 @contextmanager

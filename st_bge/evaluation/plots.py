@@ -12,28 +12,48 @@ from pathlib import Path
 import torch
 from matplotlib.figure import Figure
 
-from st_bge.evaluation.comparison import ModelComparison
+from st_bge.evaluation.comparison import ModelComparison, RetrievalComparison
 
 
-def plot_metric_bars(comparison: ModelComparison, path: str | Path) -> Path:
-    """Grouped bars: one group per metric, one bar per model; * over a bar that differs significantly."""
-    metrics, models = comparison.metrics, comparison.models
-    width = 0.8 / len(models)
-    figure = Figure(figsize=(1.6 * len(metrics) + 2, 4))
-    axis = figure.subplots()
-    for index, model in enumerate(models):
-        xs = [m + index * width for m in range(len(metrics))]
-        values = [comparison.scores[model][metric] for metric in metrics]
-        axis.bar(xs, values, width, label=model)
-        if index > 0:
-            for x, value, metric in zip(xs, values, metrics, strict=True):
-                if comparison.significant(model, metric):
-                    axis.text(x, value + 0.01, "*", ha="center", fontsize=14)
-    axis.set_xticks([m + width * (len(models) - 1) / 2 for m in range(len(metrics))], metrics)
-    axis.set_ylim(0, 1.08)
-    axis.set_title(f"{comparison.eval_set.get('name', '')}: * p ≤ {comparison.max_p} vs {comparison.baseline}")
-    axis.legend()
+def plot_metric_bars(comparison: RetrievalComparison, path: str | Path) -> Path:
+    """One panel per retrieval mode: a group per metric, a bar per model (BM25 first, in grey); * over a bar that
+    differs significantly from its mode's baseline."""
+    modes = comparison.modes
+    columns = min(2, len(modes))
+    rows = -(-len(modes) // columns)
+    figure = Figure(figsize=(columns * (1.6 * len(comparison.metrics) + 2), 4 * rows))
+    axes = figure.subplots(rows, columns, squeeze=False).flatten()
+    colours = {model: f"C{index}" for index, model in enumerate(comparison.models)}
+    for axis, (mode, mode_comparison) in zip(axes, modes.items(), strict=False):
+        _metric_bars(axis, mode_comparison, colours)
+        axis.set_title(mode)
+    for axis in axes[len(modes) :]:
+        axis.set_visible(False)
+    handles = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)}
+    figure.legend(handles.values(), handles.keys(), loc="upper right")
+    title = comparison.eval_set.get("name", "")
+    baselines = list(dict.fromkeys(c.baseline for c in modes.values() if len(c.models) > 1))
+    if baselines:
+        title += f": * p ≤ {comparison.max_p} vs {' / '.join(baselines)}"
+    figure.suptitle(title)
     return _save(figure, path)
+
+
+def _metric_bars(axis, comparison: ModelComparison, colours: Mapping[str, str]) -> None:
+    metrics = comparison.metrics
+    bars = [(comparison.reference, comparison.reference_scores, "tab:gray")] if comparison.reference else []
+    bars += [(model, comparison.scores[model], colours[model]) for model in comparison.models]
+    width = 0.8 / len(bars)
+    for index, (label, scores, colour) in enumerate(bars):
+        xs = [m + index * width for m in range(len(metrics))]
+        values = [scores[metric] for metric in metrics]
+        axis.bar(xs, values, width, label=label, color=colour)
+        if label in comparison.models[1:]:
+            for x, value, metric in zip(xs, values, metrics, strict=True):
+                if comparison.significant(label, metric):
+                    axis.text(x, value + 0.01, "*", ha="center", fontsize=14)
+    axis.set_xticks([m + width * (len(bars) - 1) / 2 for m in range(len(metrics))], metrics, rotation=30)
+    axis.set_ylim(0, 1.08)
 
 
 def plot_per_query_deltas(deltas: Sequence[tuple[str, float, float, float]], metric: str, label: str, path) -> Path:
