@@ -14,6 +14,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -193,6 +194,18 @@ def m3_head_states(hidden: int, seed: int, colbert_dim: int | None = None) -> di
             "bias": torch.randn(colbert_dim, generator=generator) * 0.1,
         },
     }
+
+
+def assert_same_m3_outputs(ours, theirs: dict) -> None:
+    """st-bge's encode_m3 output equals FlagEmbedding's encode output, mode by mode, within 1e-5."""
+    np.testing.assert_allclose(ours.dense.numpy(), theirs["dense_vecs"], atol=1e-5)
+    weights = ours.lexical_weights()
+    assert [set(w) for w in weights] == [set(w) for w in theirs["lexical_weights"]]
+    for mine, reference in zip(weights, theirs["lexical_weights"], strict=True):
+        np.testing.assert_allclose([mine[k] for k in mine], [reference[k] for k in mine], atol=1e-5)
+    assert len(ours.colbert) == len(theirs["colbert_vecs"])
+    for mine, reference in zip(ours.colbert, theirs["colbert_vecs"], strict=True):
+        np.testing.assert_allclose(mine.numpy(), reference, atol=1e-5)
 
 
 def redraw_weights(model: torch.nn.Module, seed: int) -> None:

@@ -9,7 +9,7 @@ import statistics
 import pytest
 from scipy import stats
 
-from st_bge.evaluation.comparison import ModelComparison, compare_runs
+from st_bge.evaluation.comparison import ModelComparison, RetrievalComparison, compare_runs
 from st_bge.evaluation.metrics import per_query_scores, to_qrels, to_run
 
 # Per-query MRR@10: base [1/2, 1/3, 1, 1/5], fine-tuned [1, 1, 1/4, 1]. The differences have distinct sizes
@@ -82,3 +82,52 @@ def test_randomisation_p_below_its_resolution_is_shown_as_a_bound():
         max_p=0.05,
     )
     assert "| ndcg@10 | 0.1000 | 0.3000* | +0.2000 | +200.0% | 1.2e-05 | < 0.001 |" in comparison.to_markdown()
+
+
+def test_every_model_is_also_tested_against_the_reference_run():
+    comparison = compare_runs(
+        QRELS, {"tuned": FINE_TUNED}, ["mrr@10"], eval_set={"name": "toy"}, reference=("BM25", BASE)
+    )
+    assert comparison.models == ["tuned"] and comparison.reference == "BM25"
+    assert comparison.reference_scores["mrr@10"] == pytest.approx(statistics.mean(BASE_MRR))
+    diffs = [t - b for t, b in zip(TUNED_MRR, BASE_MRR, strict=True)]
+    t = statistics.mean(diffs) / (statistics.stdev(diffs) / math.sqrt(len(diffs)))
+    expected = 2 * stats.t.sf(abs(t), len(diffs) - 1)
+    assert comparison.reference_p_values["tuned"]["student"]["mrr@10"] == pytest.approx(expected)
+
+
+def mode_comparison(mode, models, scores, p_values, reference_p):
+    return ModelComparison(
+        eval_set={"name": "toy", "queries": 4},
+        metrics=["ndcg@10"],
+        models=models,
+        scores={model: {"ndcg@10": score} for model, score in zip(models, scores, strict=True)},
+        p_values={model: {"student": {"ndcg@10": p}} for model, p in p_values.items()},
+        max_p=0.05,
+        mode=mode,
+        reference="BM25",
+        reference_scores={"ndcg@10": 0.2},
+        reference_p_values={model: {"student": {"ndcg@10": p}} for model, p in reference_p.items()},
+    )
+
+
+def test_modes_and_bm25_in_one_table_and_back_from_json(tmp_path):
+    dense = mode_comparison("dense", ["base", "tuned"], [0.1, 0.3], {"tuned": 0.01}, {"base": 0.5, "tuned": 0.04})
+    # A mode only the fine-tuned model has (new heads on a dense base): no baseline, so no Δ in that row.
+    sparse = mode_comparison("sparse", ["tuned"], [0.25], {}, {"tuned": 0.3})
+    comparison = RetrievalComparison({"dense": dense, "sparse": sparse}, notes=["colbert: exact."])
+    assert comparison.to_markdown() == (
+        "| Mode | Metric | BM25 | base | tuned | Δ | Δ % | p (paired t-test) |\n"
+        "|:--|--:|--:|--:|--:|--:|--:|--:|\n"
+        "| dense | ndcg@10 | 0.2000 | 0.1000 | 0.3000*† | +0.2000 | +200.0% | 0.01 |\n"
+        "| sparse | ndcg@10 | 0.2000 |  | 0.2500 |  |  |  |\n"
+        "\n"
+        "\\* p ≤ 0.05 against base (paired t-test).\n"
+        "\n"
+        "† p ≤ 0.05 against BM25 (paired t-test).\n"
+        "\n"
+        "colbert: exact."
+    )
+    comparison.save(tmp_path)
+    loaded = RetrievalComparison.load(tmp_path)
+    assert loaded.to_dict() == comparison.to_dict() and loaded.to_markdown() == comparison.to_markdown()

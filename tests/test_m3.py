@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from conftest import TOPICS
+from conftest import TOPICS, assert_same_m3_outputs
 from sentence_transformers import SentenceTransformer
 
 from st_bge.config import ModelArguments
@@ -48,18 +48,6 @@ def flag_encode(flag_model, texts, batch_size=5):
     )
 
 
-def assert_same_outputs(ours: M3Embeddings, theirs: dict) -> None:
-    """st-bge's encode_m3 output equals FlagEmbedding's encode output, mode by mode, within 1e-5."""
-    np.testing.assert_allclose(ours.dense.numpy(), theirs["dense_vecs"], atol=1e-5)
-    weights = ours.lexical_weights()
-    assert [set(w) for w in weights] == [set(w) for w in theirs["lexical_weights"]]
-    for mine, reference in zip(weights, theirs["lexical_weights"], strict=True):
-        np.testing.assert_allclose([mine[k] for k in mine], [reference[k] for k in mine], atol=1e-5)
-    assert len(ours.colbert) == len(theirs["colbert_vecs"])
-    for mine, reference in zip(ours.colbert, theirs["colbert_vecs"], strict=True):
-        np.testing.assert_allclose(mine.numpy(), reference, atol=1e-5)
-
-
 def encoded(model: BGEM3Model) -> M3Embeddings:
     return model.encode_m3(TEXTS, batch_size=5)
 
@@ -74,7 +62,7 @@ def test_encode_equals_flagembedding(m3, flag_model):
     ours = encoded(m3)
     # The fixture's heads give every mode something to compare: most texts have lexical weights.
     assert sum(len(w) > 0 for w in ours.lexical_weights()) >= len(TEXTS) - 2
-    assert_same_outputs(ours, flag_encode(flag_model, TEXTS))
+    assert_same_m3_outputs(ours, flag_encode(flag_model, TEXTS))
 
 
 def test_compute_score_equals_flagembedding(m3, flag_model):
@@ -134,7 +122,9 @@ def test_full_model_saves_in_baai_layout_and_reloads_identically(m3, tmp_path):
 
 def test_lora_saves_adapter_plus_heads_and_reloads_identically(m3, tmp_path):
     model = copy.deepcopy(m3)
-    add_lora(model, ModelArguments(model_name_or_path="x", use_lora=True, lora_r=4, lora_target_modules=["all-linear"]))
+    add_lora(
+        model, ModelArguments(model_name_or_path="x", use_lora=True, lora_r=4, lora_target_modules=["all-linear"])
+    )
     torch.manual_seed(1)
     with torch.no_grad():  # a fresh adapter (lora_B = 0) and untouched heads would hide a reload that drops them
         for name, parameter in model.named_parameters():

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import NO_EVAL_DURING_TRAINING, RECIPES, TOPICS, flags
+from conftest import NO_EVAL_DURING_TRAINING, RECIPES, TOPICS, assert_same_m3_outputs, flags
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 from sentence_transformers import SentenceTransformer
 
@@ -18,6 +18,7 @@ from st_bge.cli import main
 from st_bge.config import ExportArguments, parse_recipe
 from st_bge.errors import ConfigError
 from st_bge.export import export_model
+from st_bge.m3 import BGEM3Model
 from st_bge.publish import stage
 from st_bge.training import train
 
@@ -215,3 +216,42 @@ def test_export_of_a_folder_that_is_not_a_model_is_one_line(tmp_path, capsys):
         "st-bge output\n"
     )
     assert not (tmp_path / "onnx").exists()
+
+
+@pytest.fixture(scope="module")
+def m3_adapter_dir(tiny_xlmr_path, beir_folder, tmp_path_factory):
+    """A LoRA run on the tiny BGE-M3 (dense recipe: the heads are carried, not trained), one step."""
+    output_dir = tmp_path_factory.mktemp("publish-m3") / "run"
+    argv = flags(
+        model_name_or_path=tiny_xlmr_path,
+        dataset_name_or_path=beir_folder,
+        max_steps=1,
+        per_device_train_batch_size=4,
+        mini_batch_size=4,
+        learning_rate=1e-2,
+        output_dir=output_dir,
+        **NO_EVAL_DURING_TRAINING,
+    )
+    train(parse_recipe(["--config", str(RECIPES / "bge-m3" / "lora-cached-gist.yaml"), *argv]))
+    return output_dir
+
+
+def test_merged_bge_m3_pushed_to_the_hub_loads_in_flagembedding(hub_server, m3_adapter_dir, capsys):
+    from FlagEmbedding import BGEM3FlagModel
+    from huggingface_hub import snapshot_download
+
+    in_memory = BGEM3Model(str(m3_adapter_dir)).encode_m3(TEXTS, batch_size=4)
+    argv = ["push", str(m3_adapter_dir), "--repo_id", "user/tiny-m3", "--variant", "merged"]
+    assert main(argv) == 0, capsys.readouterr().err
+    files = hub_server.files("user/tiny-m3")
+    assert {"model.safetensors", "sparse_linear.pt", "colbert_linear.pt", "modules.json"} <= set(files)
+    assert "adapter_config.json" not in files
+    snapshot = snapshot_download("user/tiny-m3")  # the fixture's fresh, empty cache: nothing local is reused
+    theirs = BGEM3FlagModel(snapshot, use_fp16=False, devices="cpu").encode(
+        TEXTS, batch_size=4, return_dense=True, return_sparse=True, return_colbert_vecs=True
+    )
+    assert_same_m3_outputs(in_memory, theirs)
+    # The card tells FlagEmbedding and vLLM users how to load it (ColBERT width = hidden size here).
+    card = files["README.md"].decode()
+    assert 'BGEM3FlagModel("user/tiny-m3")' in card and '"architectures": ["BgeM3EmbeddingModel"]' in card
+    assert not hub_server.unhandled

@@ -142,7 +142,7 @@ def assert_same_run(resumed, uninterrupted, resumed_from: int) -> None:
     }
     expected_results = json.loads((uninterrupted / "eval_results.json").read_text())
     actual_results = json.loads((resumed / "eval_results.json").read_text())
-    assert actual_results["scores"] == expected_results["scores"]
+    assert actual_results["modes"]["dense"]["scores"] == expected_results["modes"]["dense"]["scores"]
 
 
 def test_killed_run_resumes_with_auto_to_the_same_end(

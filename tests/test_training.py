@@ -11,13 +11,15 @@ from typing import ClassVar
 import pytest
 import torch
 import yaml
-from conftest import NO_EVAL_DURING_TRAINING, RECIPES, REPO, TOPICS, flags, train_two_steps
+from conftest import NO_EVAL_DURING_TRAINING, RECIPES, REPO, TOPICS, assert_same_m3_outputs, flags, train_two_steps
+from huggingface_hub import ModelCard
 from sentence_transformers import SentenceTransformer
 from transformers import TrainerCallback
 from transformers import trainer as trainer_module
 
 from st_bge.cli import main
 from st_bge.config import ModelArguments, parse_recipe
+from st_bge.m3 import BGEM3Model
 from st_bge.modeling import load_model
 from st_bge.training import train
 
@@ -221,6 +223,51 @@ def test_full_fine_tune_saves_a_model_that_reloads_identically(tiny_bert_path, b
     assert reloaded[1].pooling_mode == "cls"
     expected = result.model.encode(QUERIES, convert_to_tensor=True)
     assert torch.allclose(reloaded.encode(QUERIES, convert_to_tensor=True), expected, atol=1e-6)
+
+
+def test_full_fine_tune_of_bge_m3_keeps_three_modes_in_baai_layout(tiny_xlmr_path, beir_folder, tmp_path, caplog):
+    """The dense full-MNRL recipe on a BGE-M3: every mode evaluated at every step, the output is BAAI's layout and
+    FlagEmbedding's BGEM3FlagModel reads it as st-bge does."""
+    from FlagEmbedding import BGEM3FlagModel
+
+    argv = flags(
+        model_name_or_path=tiny_xlmr_path,
+        dataset_name_or_path=beir_folder,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        eval_strategy="steps",
+        eval_steps=1,
+        save_strategy="steps",
+        save_steps=1,
+        output_dir=tmp_path / "full-m3",
+    )
+    result = train(parse_recipe(["--config", str(RECIPES / "bge-m3" / "full-mnrl.yaml"), *argv]))
+    output = result.output_dir
+    # Checkpoints carry the heads, and the best one reloads through BGEM3Model (sentence-transformers only logs
+    # an error if it cannot, and goes on with the last step's weights).
+    assert "Could not load the best model" not in caplog.text
+    assert result.trainer.state.best_model_checkpoint is not None
+    assert (output / "checkpoint-2" / "colbert_linear.pt").is_file()
+    assert {"config.json", "model.safetensors", "modules.json", "sparse_linear.pt", "colbert_linear.pt"} <= {
+        p.name for p in output.iterdir()
+    }
+    log = json.loads((output / "training_log.json").read_text())
+    for key in ("ndcg@10", "sparse_ndcg@10", "colbert_ndcg@10", "hybrid_ndcg@10"):
+        assert [e["step"] for e in log if f"eval_retrieval_{key}" in e] == [1, 2], key
+    assert list(result.comparison.modes) == ["dense", "sparse", "colbert", "hybrid"]
+    card = ModelCard.load(output / "README.md")
+    configs = {(r.metric_name, r.metric_config) for r in card.data.eval_results}
+    assert {("ndcg@10", None), ("ndcg@10 (sparse)", "sparse"), ("ndcg@10 (hybrid)", "hybrid")} <= configs
+
+    texts = [text for pair in TOPICS.values() for text in pair]
+    ours = BGEM3Model(str(output)).encode_m3(texts, batch_size=4)
+    assert torch.allclose(ours.dense, result.model.encode_m3(texts, batch_size=4).dense, atol=1e-6)
+    assert not torch.allclose(ours.dense, BGEM3Model(str(tiny_xlmr_path)).encode_m3(texts, batch_size=4).dense)
+    theirs = BGEM3FlagModel(str(output), use_fp16=False, devices="cpu").encode(
+        texts, batch_size=4, return_dense=True, return_sparse=True, return_colbert_vecs=True
+    )
+    assert_same_m3_outputs(ours, theirs)
 
 
 def test_training_text_enters_the_card_only_when_asked(tiny_bert_path, beir_folder, tmp_path):
