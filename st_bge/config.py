@@ -22,7 +22,8 @@ from transformers import HfArgumentParser
 
 from st_bge.errors import ConfigError
 
-LOSS_NAMES = ("mnrl", "cached_mnrl", "gist", "cached_gist")
+LOSS_NAMES = ("mnrl", "cached_mnrl", "gist", "cached_gist", "m3_unified", "cached_m3_unified")
+M3_HEADS = ("dense", "sparse", "colbert")
 RETRIEVAL_MODES = ("dense", "sparse", "colbert", "hybrid")
 # BGE-M3's ensemble score: dense + 0.3 x sparse + ColBERT.
 M3_HYBRID_WEIGHTS = (1.0, 0.3, 1.0)
@@ -214,12 +215,13 @@ class MiningArguments:
 class LossArguments:
     """# Loss: the contrastive objective and its BGE-style temperature."""
 
-    loss: Literal["mnrl", "cached_mnrl", "gist", "cached_gist"] = field(
+    loss: Literal["mnrl", "cached_mnrl", "gist", "cached_gist", "m3_unified", "cached_m3_unified"] = field(
         default="cached_gist",
         metadata={
             "help": "'mnrl': MultipleNegativesRankingLoss (InfoNCE with in-batch negatives); 'gist': GISTEmbedLoss "
-            "(a frozen guide model masks likely false negatives); 'cached_*': the GradCache variants, whose "
-            "memory does not grow with the batch, so large batches add in-batch negatives."
+            "(a frozen guide model masks likely false negatives); 'm3_unified': BGE-M3's unified loss over its "
+            "dense, sparse and ColBERT heads with self-distillation (m3_* fields); 'cached_*': the GradCache "
+            "variants, whose activation memory does not grow with the batch, so large batches add in-batch negatives."
         },
     )
     temperature: float = field(
@@ -242,6 +244,61 @@ class LossArguments:
         metadata={
             "help": "Share in-batch negatives across processes, so that N processes train as one on the global "
             "batch; default: on when more than one process runs."
+        },
+    )
+    m3_heads: list[str] = field(
+        default_factory=lambda: list(M3_HEADS),
+        metadata={
+            "help": "m3_unified: the heads trained together, any of dense sparse colbert; the others stay as loaded. "
+            "With one head the loss is that head's InfoNCE."
+        },
+    )
+    m3_freeze_encoder: bool = field(
+        default=False,
+        metadata={"help": "m3_unified: train the heads only, the encoder frozen (FlagEmbedding's fix_encoder)."},
+    )
+    m3_add_heads: bool = field(
+        default=False,
+        metadata={
+            "help": "Give a model without BGE-M3 heads new (randomly initialised) sparse and ColBERT heads, so that "
+            "m3_unified makes it a three-mode retriever."
+        },
+    )
+    m3_colbert_dim: int | None = field(
+        default=None,
+        metadata={
+            "help": "Width of a new ColBERT head (m3_add_heads); default: the hidden size, as BGE-M3's (vLLM "
+            "serves only that)."
+        },
+    )
+    m3_ensemble_weights: list[float] = field(
+        default_factory=lambda: [1.0, 0.3, 1.0],
+        metadata={"help": "m3_unified: weights of the dense, sparse and ColBERT scores in the ensemble score."},
+    )
+    m3_loss_weights: list[float] = field(
+        default_factory=lambda: [1.0, 0.1, 1.0],
+        metadata={
+            "help": "m3_unified: weights of the dense, sparse and ColBERT InfoNCE terms and self-distillation terms "
+            "(the ensemble's term has weight 1); BGE-M3: 1 0.1 1."
+        },
+    )
+    m3_self_distill: bool = field(
+        default=True,
+        metadata={"help": "m3_unified: distil every head from the detached softmax of their ensemble score."},
+    )
+    m3_self_distill_start_step: int = field(
+        default=0,
+        metadata={
+            "help": "m3_unified: first training step (0-based) with self-distillation. FlagEmbedding's "
+            "self_distill_start_step s corresponds to s + 1 here (it distils once its step counter exceeds s)."
+        },
+    )
+    m3_flagembedding_compatible: bool = field(
+        default=False,
+        metadata={
+            "help": "m3_unified: FlagEmbedding 1.4's exact loss: only dense candidates gathered across processes, "
+            "and a candidate's padding counts as ColBERT similarity 0. Default: every head's candidates gathered, "
+            "padding ignored (as in inference)."
         },
     )
 
@@ -647,6 +704,15 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"eval_split_size must be in [0, 1), got {data.eval_split_size}")
     if loss.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {loss.temperature}")
+    unknown_heads = sorted(set(loss.m3_heads) - set(M3_HEADS))
+    if unknown_heads or not loss.m3_heads:
+        raise ConfigError(f"m3_heads: {loss.m3_heads} is not a subset of {list(M3_HEADS)}")
+    for name in ("m3_ensemble_weights", "m3_loss_weights"):
+        weights = getattr(loss, name)
+        if len(weights) != 3 or any(weight < 0 for weight in weights):
+            raise ConfigError(f"{name}: three non-negative weights (dense, sparse, colbert) are needed, got {weights}")
+    if loss.m3_freeze_encoder and recipe.model.use_lora:
+        raise ConfigError("m3_freeze_encoder trains the heads only: it cannot be combined with use_lora")
     if recipe.training.hub_token is not None:
         raise ConfigError(
             "hub_token does not belong in a recipe or on the command line (it would end up in files and shell "

@@ -25,6 +25,9 @@ from sentence_transformers.util import all_gather_with_grad, cos_sim, get_rank
 from torch import Tensor, nn
 
 from st_bge.config import LossArguments
+from st_bge.errors import ConfigError
+from st_bge.m3 import BGEM3Model
+from st_bge.m3_loss import CachedM3UnifiedLoss, M3UnifiedLoss
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ def build_loss(
     """
     gather = args.gather_across_devices if args.gather_across_devices is not None else world_size > 1
     logger.info("Loss: %s, temperature %s, gather_across_devices=%s", args.loss, args.temperature, gather)
+    if is_m3_loss(args):
+        return _m3_loss(model, args, gather)
     if args.loss in ("mnrl", "cached_mnrl"):
         kwargs = {"scale": 1.0 / args.temperature, "gather_across_devices": gather}
         if args.loss == "mnrl":
@@ -71,6 +76,42 @@ def build_loss(
 
 def needs_guide(args: LossArguments) -> bool:
     return args.loss in ("gist", "cached_gist")
+
+
+def is_m3_loss(args: LossArguments) -> bool:
+    """Whether the loss trains BGE-M3's heads (and so needs a `BGEM3Model`)."""
+    return args.loss in ("m3_unified", "cached_m3_unified")
+
+
+def require_m3_heads(model: SentenceTransformer, args: LossArguments) -> None:
+    """Stop before any work if the M3 loss would train a head the model lacks.
+
+    Raises:
+        ConfigError: a head named in `m3_heads` is missing.
+    """
+    missing = [head for head in args.m3_heads if not isinstance(model, BGEM3Model) or head not in model.modes]
+    if missing:
+        raise ConfigError(
+            f"loss '{args.loss}' trains the {', '.join(missing)} head(s) (m3_heads), which the model does not have: "
+            "set m3_add_heads: true to give it new ones, or leave them out of m3_heads"
+        )
+
+
+def _m3_loss(model: SentenceTransformer, args: LossArguments, gather: bool) -> M3UnifiedLoss:
+    require_m3_heads(model, args)
+    kwargs = {
+        "temperature": args.temperature,
+        "heads": args.m3_heads,
+        "ensemble_weights": args.m3_ensemble_weights,
+        "loss_weights": args.m3_loss_weights,
+        "self_distill": args.m3_self_distill,
+        "self_distill_start_step": args.m3_self_distill_start_step,
+        "gather_across_devices": gather,
+        "flagembedding_compatible": args.m3_flagembedding_compatible,
+    }
+    if args.loss == "m3_unified":
+        return M3UnifiedLoss(model, **kwargs)
+    return CachedM3UnifiedLoss(model, mini_batch_size=args.mini_batch_size, **kwargs)
 
 
 class _GISTSimilarities:

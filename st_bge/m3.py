@@ -247,20 +247,42 @@ class BGEM3Model(SentenceTransformer):
         """Width of the encoder's token embeddings (what the heads read)."""
         return self[0].auto_model.config.hidden_size
 
-    def heads_notes(self, *, trained: bool) -> list[str]:
-        """What a model card should say about the heads: missing ones, and whether this run trained them."""
+    def add_missing_heads(self, colbert_dim: int | None = None) -> list[str]:
+        """Give the model new (randomly initialised) heads for the modes it lacks; returns those modes."""
+        current = self.m3_heads
+        fresh = new_heads(self.get_hidden_size(), self.tokenizer, colbert_dim)
+        sparse = current.sparse_linear if current is not None and current.sparse_linear is not None else None
+        colbert = current.colbert_linear if current is not None and current.colbert_linear is not None else None
+        added = [mode for mode, head in (("sparse", sparse), ("colbert", colbert)) if head is None]
+        heads = M3Heads(
+            sparse or fresh.sparse_linear, colbert or fresh.colbert_linear, unused_token_ids(self.tokenizer)
+        )
+        self.set_m3_heads(heads)
+        self.missing_head_files = []
+        return added
+
+    def heads_notes(self, *, trained: Sequence[str] = (), added: Sequence[str] = ()) -> list[str]:
+        """What a model card should say about the heads: missing ones, new ones, and which this run trained."""
         notes = [
             f"The base model has no `{name}`: this model has no {mode} mode (it was not given a random, untrained "
             "head)."
             for mode, name in HEAD_FILES.items()
             if name in self.missing_head_files
         ]
-        if self.m3_heads is not None and not trained:
-            heads = " and ".join(f"{mode} (`{HEAD_FILES[mode]}`)" for mode in self.m3_heads.modes)
+        if added:
             notes.append(
-                f"BGE-M3's {heads} head{'s were' if len(self.m3_heads.modes) > 1 else ' was'} not trained by this "
+                f"The base model had no {' or '.join(added)} head: st-bge added new ones (randomly initialised, "
+                f"`{'`, `'.join(HEAD_FILES[mode] for mode in added)}`) and trained them in this run."
+            )
+        untrained = [
+            mode for mode in (self.m3_heads.modes if self.m3_heads is not None else []) if mode not in trained
+        ]
+        if untrained:
+            heads = " and ".join(f"{mode} (`{HEAD_FILES[mode]}`)" for mode in untrained)
+            notes.append(
+                f"BGE-M3's {heads} head{'s were' if len(untrained) > 1 else ' was'} not trained by this "
                 "run's loss: saved unchanged from the base model. The encoder they read was fine-tuned, so the "
-                "per-mode results show what this dense fine-tune did to those modes."
+                "per-mode results show what this fine-tune did to those modes."
             )
         return notes
 

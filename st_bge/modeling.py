@@ -80,13 +80,14 @@ def load_saved_model(folder: str | Path, **kwargs) -> SentenceTransformer:
     return model_class(str(folder), **kwargs)
 
 
-def load_model(args: ModelArguments) -> SentenceTransformer:
+def load_model(args: ModelArguments, *, as_m3: bool = False) -> SentenceTransformer:
     """Load the recipe's model with BGE's pooling and query prompt, ready to train (without LoRA yet).
 
-    A BGE-M3 (see `has_m3_heads`) loads as `BGEM3Model`, with its sparse and ColBERT heads.
+    A BGE-M3 (see `has_m3_heads`), or any model with `as_m3`, loads as `BGEM3Model`, with the heads it has.
     """
     path = resolve_model_path(args.model_name_or_path)
-    model_class = BGEM3Model if has_m3_heads(args.model_name_or_path, args.model_revision) else SentenceTransformer
+    m3 = as_m3 or has_m3_heads(args.model_name_or_path, args.model_revision)
+    model_class = BGEM3Model if m3 else SentenceTransformer
     try:
         model = model_class(path, revision=args.model_revision, trust_remote_code=args.trust_remote_code, device=None)
     except (OSError, ValueError) as error:  # missing files / not a model folder (transformers raises both)

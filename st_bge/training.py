@@ -28,8 +28,9 @@ from st_bge.evaluation.bm25 import bm25_run
 from st_bge.evaluation.evaluator import EVALUATOR_NAME
 from st_bge.evaluation.plots import plot_metric_bars, plot_training_curves
 from st_bge.evaluation.retrieval import ModeRuns, mode_notes
-from st_bge.losses import build_loss, needs_guide
+from st_bge.losses import build_loss, is_m3_loss, needs_guide, require_m3_heads
 from st_bge.m3 import BGEM3Model
+from st_bge.m3_loss import M3StepCallback, M3UnifiedLoss
 from st_bge.model_card import StBgeModelCardData, attach_card_data
 from st_bge.modeling import add_lora, frozen_copy, load_model
 
@@ -78,16 +79,18 @@ def train(recipe: Recipe) -> TrainResult:
     data = load_training_data(recipe.data)
     _check_evaluation_settings(recipe, data)
 
-    model = load_model(recipe.model)
+    model = load_model(recipe.model, as_m3=is_m3_loss(recipe.loss) or recipe.loss.m3_add_heads)
+    if is_m3_loss(recipe.loss) and not recipe.loss.m3_add_heads:
+        require_m3_heads(model, recipe.loss)
     prepared = _prepare_data(recipe, data, model)
-    notes = []
-    if isinstance(model, BGEM3Model):
-        # The dense losses read only the CLS embedding: the heads stay as loaded (and out of DDP's gradient sync).
-        if model.m3_heads is not None:
-            model.m3_heads.requires_grad_(False)
-        notes = model.heads_notes(trained=False)
-        for note in notes:
-            logger.warning(note)
+
+    evaluator = build_evaluator(recipe, data)
+    runs: dict[str, ModeRuns] = {}
+    if evaluator is not None and recipe.evaluation.eval_base_model and args.process_index == 0:
+        logger.info("Evaluating the base model on %s", data.eval.name)
+        runs[BASE] = evaluator.runs(model)  # before any new head: the base model's own modes
+
+    notes = _configure_heads(model, recipe) if isinstance(model, BGEM3Model) else []
     card_data = StBgeModelCardData(
         recipe=recipe.to_dict(),
         data_summary=prepared.summary(),
@@ -99,12 +102,6 @@ def train(recipe: Recipe) -> TrainResult:
         model_id=args.hub_model_id,
     )
     attach_card_data(model, card_data, base_model=recipe.model.model_name_or_path)
-
-    evaluator = build_evaluator(recipe, data)
-    runs: dict[str, ModeRuns] = {}
-    if evaluator is not None and recipe.evaluation.eval_base_model and args.process_index == 0:
-        logger.info("Evaluating the base model on %s", data.eval.name)
-        runs[BASE] = evaluator.runs(model)
 
     guide = _load_guide(recipe, model) if needs_guide(recipe.loss) else None
     if recipe.model.use_lora:
@@ -123,7 +120,12 @@ def train(recipe: Recipe) -> TrainResult:
     # Trainer's own push would upload checkpoints with the local base-model path in adapter_config.json.
     push_requested, args.push_to_hub = args.push_to_hub, False
     trainer = SentenceTransformerTrainer(
-        model=model, args=args, train_dataset=data.train, loss=loss, evaluator=evaluator
+        model=model,
+        args=args,
+        train_dataset=data.train,
+        loss=loss,
+        evaluator=evaluator,
+        callbacks=[M3StepCallback(loss)] if isinstance(loss, M3UnifiedLoss) else None,
     )
     trainer.train(resume_from_checkpoint=checkpoint)
 
@@ -138,6 +140,28 @@ def train(recipe: Recipe) -> TrainResult:
         if push_requested:
             _push(recipe)
     return TrainResult(trainer=trainer, output_dir=Path(args.output_dir), comparison=comparison)
+
+
+def _configure_heads(model: BGEM3Model, recipe: Recipe) -> list[str]:
+    """Add the heads `m3_add_heads` asks for, let train what the loss trains, freeze the rest; the card's notes.
+
+    A head the loss does not train must not require gradients: it stays exactly as loaded, and DDP, which expects a
+    gradient for every trainable parameter, would otherwise stop.
+    """
+    loss = recipe.loss
+    added = model.add_missing_heads(loss.m3_colbert_dim) if loss.m3_add_heads else []
+    trained = [head for head in loss.m3_heads if head != "dense"] if is_m3_loss(loss) else []
+    if model.m3_heads is not None:
+        for mode, head in (("sparse", model.m3_heads.sparse_linear), ("colbert", model.m3_heads.colbert_linear)):
+            if head is not None:
+                head.requires_grad_(mode in trained)
+    if is_m3_loss(loss) and loss.m3_freeze_encoder:
+        model[0].auto_model.requires_grad_(False)
+        logger.info("m3_freeze_encoder: training the %s head(s) only", ", ".join(trained))
+    notes = model.heads_notes(trained=trained, added=added)
+    for note in notes:
+        logger.warning(note)
+    return notes
 
 
 def _checkpoint_to_resume(value: str | bool | None, output_dir: str) -> str | None:

@@ -12,7 +12,9 @@ of the ranks' losses is (equal shards), and each rank's loss is the mean of the 
 rows. The all-gather's backward sends each rank the gradient that every rank's loss puts on its embeddings, so
 after DDP averages the parameter gradients (sum / world size) they equal the one-process gradients. GIST's
 anchor-anchor term (`contrast_anchors`) is tested both ways: sentence-transformers leaves it per process, st-bge
-gathers the anchors for it (`st_bge.losses._GISTSimilarities`).
+gathers the anchors for it (`st_bge.losses._GISTSimilarities`). BGE-M3's unified loss gathers every head's
+candidates (dense, sparse vectors, ColBERT vectors padded to the longest): tested the same way, and against
+FlagEmbedding's dense-only gathering.
 
 Only one spawn is paid for: the two workers run every configuration and save their results, and the tests compare
 them with the one-process reference computed in the pytest process.
@@ -79,7 +81,14 @@ CONFIGS = [Config(loss, columns) for loss in ("mnrl", "cached_mnrl") for columns
     for columns in (2, 3)
     for anchors in (False, True)
 ]
+# BGE-M3's unified loss (dense + sparse + ColBERT + ensemble + self-distillation) runs on the tiny XLM-R with heads.
+M3_CONFIGS = [Config(loss, columns) for loss in ("m3_unified", "cached_m3_unified") for columns in (2, 3)]
+CONFIGS += M3_CONFIGS
 ANCHOR_CONTRAST = [config for config in CONFIGS if config.contrast_anchors]
+
+
+def is_m3(config: Config) -> bool:
+    return config.loss.endswith("m3_unified")
 
 
 def _model_and_guide(model_path: str):
@@ -124,18 +133,26 @@ def _features(model, rows: slice, columns: int) -> list[dict]:
     return features
 
 
-def _build(model, guide, config: Config, world_size: int):
+def _m3_model(model_path: str):
+    """The tiny BGE-M3 (heads included) with its weights redrawn as `_model_and_guide` explains, dropout off."""
+    model = load_model(ModelArguments(model_name_or_path=model_path))
+    model.eval()
+    redraw_weights(model, seed=0)
+    return model
+
+
+def _build(model, guide, config: Config, world_size: int, **fields):
     args = LossArguments(
-        loss=config.loss, mini_batch_size=MINI_BATCH_SIZE, gist_contrast_anchors=config.contrast_anchors
+        loss=config.loss, mini_batch_size=MINI_BATCH_SIZE, gist_contrast_anchors=config.contrast_anchors, **fields
     )
     loss_fn = build_loss(model, args, guide=guide, world_size=world_size)
     assert loss_fn.gather_across_devices is (world_size > 1)  # st-bge turns gathering on by itself
     return loss_fn
 
 
-def _loss_and_grads(model, guide, config: Config, rows: slice, world_size: int):
+def _loss_and_grads(model, guide, config: Config, rows: slice, world_size: int, **fields):
     """One training step's loss and parameter gradients (the cached losses backpropagate in a hook on the loss)."""
-    loss_fn = _build(model, guide, config, world_size)
+    loss_fn = _build(model, guide, config, world_size, **fields)
     model.zero_grad(set_to_none=True)
     loss = loss_fn(_features(model, rows, config.columns), labels=None)
     loss.backward()
@@ -151,9 +168,15 @@ def _loss_with_rank_offset_zero(model, guide, config: Config, rows: slice) -> fl
     which proves that the equality assertions would catch misaligned labels.
     """
     loss_fn = _build(model, guide, config, WORLD_SIZE)
-    # The sentence-transformers class that computes the loss (st-bge's GIST classes subclass it).
-    st_loss = next(cls for cls in type(loss_fn).__mro__ if cls.__module__.startswith("sentence_transformers."))
-    with mock.patch(f"{st_loss.__module__}.get_rank", return_value=0), torch.no_grad():
+    # The class that computes the loss: st-bge's own for M3, else sentence-transformers' (st-bge's GIST subclasses it).
+    module = (
+        "st_bge.m3_loss"
+        if is_m3(config)
+        else next(
+            cls.__module__ for cls in type(loss_fn).__mro__ if cls.__module__.startswith("sentence_transformers.")
+        )
+    )
+    with mock.patch(f"{module}.get_rank", return_value=0), torch.no_grad():
         return loss_fn(_features(model, rows, config.columns), labels=None).item()
 
 
@@ -168,23 +191,34 @@ def _loss_with_local_anchors(model, guide, config: Config, rows: slice) -> float
         return loss_fn(_features(model, rows, config.columns), labels=None).item()
 
 
-def _worker(rank: int, port: int, model_path: str, out_dir: str) -> None:
+def _ddp_step(model, guide, config: Config, rows: slice, **fields):
+    """This rank's loss, and the gradients as DDP's reducer leaves them: averaged over the ranks."""
+    loss, grads = _loss_and_grads(model, guide, config, rows, WORLD_SIZE, **fields)
+    for grad in grads.values():
+        dist.all_reduce(grad)
+        grad /= WORLD_SIZE
+    return loss, grads
+
+
+def _worker(rank: int, port: int, model_path: str, m3_path: str, out_dir: str) -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # torch deprecates the all_gather ST calls
     torch.set_num_threads(1)  # two processes on a shared 2-core machine
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD_SIZE)
     try:
         model, guide = _model_and_guide(model_path)
+        m3_model = _m3_model(m3_path)
         rows = slice(rank * PER_RANK, (rank + 1) * PER_RANK)
         results = {}
         for config in CONFIGS:
-            loss, grads = _loss_and_grads(model, guide, config, rows, WORLD_SIZE)
-            for grad in grads.values():  # what DDP's reducer does: average the gradients over the ranks
-                dist.all_reduce(grad)
-                grad /= WORLD_SIZE
+            config_model, config_guide = (m3_model, None) if is_m3(config) else (model, guide)
+            loss, grads = _ddp_step(config_model, config_guide, config, rows)
             results[str(config)] = {"loss": loss, "grads": grads}
-            results[str(config)]["misaligned_loss"] = _loss_with_rank_offset_zero(model, guide, config, rows)
+            results[str(config)]["misaligned_loss"] = _loss_with_rank_offset_zero(config_model, guide, config, rows)
             if config.contrast_anchors:
                 results[str(config)]["local_anchors_loss"] = _loss_with_local_anchors(model, guide, config, rows)
+            if is_m3(config):  # FlagEmbedding's gathering: dense candidates only
+                dense_only, _ = _ddp_step(m3_model, None, config, rows, m3_flagembedding_compatible=True)
+                results[str(config)]["dense_only_gathered_loss"] = dense_only
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -197,10 +231,11 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ranks(tiny_bert_path, tmp_path_factory) -> list[dict]:
+def ranks(tiny_bert_path, tiny_xlmr_path, tmp_path_factory) -> list[dict]:
     """Each rank's results for every configuration, from one `mp.spawn` of two gloo workers."""
     out_dir = tmp_path_factory.mktemp("ddp")
-    mp.spawn(_worker, args=(_free_port(), str(tiny_bert_path), str(out_dir)), nprocs=WORLD_SIZE, join=True)
+    paths = (str(tiny_bert_path), str(tiny_xlmr_path), str(out_dir))
+    mp.spawn(_worker, args=(_free_port(), *paths), nprocs=WORLD_SIZE, join=True)
     return [torch.load(out_dir / f"rank{rank}.pt") for rank in range(WORLD_SIZE)]
 
 
@@ -210,15 +245,19 @@ def model_and_guide(tiny_bert_path):
 
 
 @pytest.fixture(scope="module")
-def one_process(model_and_guide) -> dict[str, tuple[float, dict[str, torch.Tensor]]]:
+def one_process(model_and_guide, tiny_xlmr_path) -> dict[str, tuple[float, dict[str, torch.Tensor]]]:
     """The reference: loss and gradients of one process (no process group) on all 8 rows, per configuration.
 
     Computed on one thread, as the workers are, so that both sides run the same CPU kernels.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    m3 = (_m3_model(str(tiny_xlmr_path)), None)
     try:
-        return {str(c): _loss_and_grads(*model_and_guide, c, slice(None), world_size=1) for c in CONFIGS}
+        return {
+            str(c): _loss_and_grads(*(m3 if is_m3(c) else model_and_guide), c, slice(None), world_size=1)
+            for c in CONFIGS
+        }
     finally:
         torch.set_num_threads(threads)
 
@@ -276,6 +315,15 @@ def test_each_rank_scores_its_own_anchors_against_the_global_candidates(ranks, m
             expected = per_anchor[rank * PER_RANK : (rank + 1) * PER_RANK].mean().item()
             actual = results[str(Config(loss_name, columns))]["loss"]
             assert actual == pytest.approx(expected, rel=LOSS_RTOL, abs=LOSS_ATOL), (loss_name, rank)
+
+
+@pytest.mark.parametrize("config", M3_CONFIGS, ids=str)
+def test_m3_sparse_and_colbert_gathered_too_unlike_flagembedding(ranks, one_process, config):
+    """Gathering only the dense candidates (FlagEmbedding's way, `m3_flagembedding_compatible`) leaves sparse and
+    ColBERT with each process's own candidates: 2 processes no longer train as 1, which st-bge's default does."""
+    loss, _ = one_process[str(config)]
+    dense_only_mean = sum(r[str(config)]["dense_only_gathered_loss"] for r in ranks) / WORLD_SIZE
+    assert abs(dense_only_mean - loss) > 0.005
 
 
 @pytest.mark.parametrize("config", ANCHOR_CONTRAST, ids=str)

@@ -1,0 +1,374 @@
+"""BGE-M3's unified fine-tuning as a sentence-transformers loss: dense, sparse and ColBERT trained together, with
+self-distillation from their ensemble (Chen et al., 2024; FlagEmbedding's `EncoderOnlyEmbedderM3Model`).
+
+For one batch of (anchor, positive, negative_1, ..., negative_k) rows, each head scores every query against every
+candidate (the batch's positives and hard negatives: in-batch negatives), at temperature `temperature`:
+
+- dense: dot product of the CLS embeddings; sparse: lexical matching (dot product of the lexical vectors);
+  ColBERT: mean over the query's vectors of the best similarity to a candidate's vectors;
+- ensemble = 1 x dense + 0.3 x sparse + 1 x ColBERT (`ensemble_weights`);
+- loss = (InfoNCE(dense) + InfoNCE(ensemble) + 0.1 x InfoNCE(sparse) + InfoNCE(ColBERT)) / 4 (`loss_weights`
+  give 1, 0.1, 1);
+- self-distillation (from step `self_distill_start_step`): with the teacher p = softmax(ensemble), detached,
+  loss += (CE(p, dense) + 0.1 x CE(p, sparse) + CE(p, ColBERT)) / 3, then loss /= 2, where CE(p, s) =
+  -mean(sum(p x log_softmax(s))) (FlagEmbedding's `kl_div`, the KL divergence up to the teacher's entropy).
+
+A subset of `heads` keeps the same form over the heads it names (no ensemble or distillation with one head: plain
+InfoNCE). Under several processes every head's candidates are gathered (`gather_across_devices`), so N processes
+train as one on the global batch. `flagembedding_compatible` reproduces FlagEmbedding 1.4 exactly instead: only the
+dense candidates are gathered, and a candidate's padding counts as ColBERT vectors of similarity 0 (its training
+scores pad every passage to the batch's longest; its inference scores, and st-bge's by default, use real tokens
+only).
+
+`CachedM3UnifiedLoss` computes the same loss and gradients with GradCache (sentence-transformers'
+`CachedLossMixin`): one mini-batch of activations at a time, so BGE-M3's large batches fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from sentence_transformers.base.losses import CachedLossMixin, RandContext
+from sentence_transformers.util import all_gather_padded, all_gather_with_grad, get_rank
+from torch import Tensor, nn
+from transformers import TrainerCallback
+
+from st_bge.m3 import BGEM3Model
+
+HEADS = ("dense", "sparse", "colbert")
+M3_ENSEMBLE_WEIGHTS = (1.0, 0.3, 1.0)
+M3_LOSS_WEIGHTS = (1.0, 0.1, 1.0)
+COLBERT_CHUNK_ELEMENTS = 2**26  # token similarities held at once when scoring ColBERT (256 MB of float32)
+M3_CITATION = """
+@misc{bge-m3,
+  title={BGE M3-Embedding: Multi-Lingual, Multi-Functionality, Multi-Granularity Text Embeddings Through Self-Knowledge Distillation},
+  author={Jianlv Chen and Shitao Xiao and Peitian Zhang and Kun Luo and Defu Lian and Zheng Liu},
+  year={2024},
+  eprint={2402.03216},
+  archivePrefix={arXiv},
+  primaryClass={cs.CL}
+}
+"""
+
+
+@dataclass
+class _Reps:
+    """One column's representations: dense (n, h); lexical vectors (n, vocabulary); ColBERT (n, t, d) + mask."""
+
+    dense: Tensor
+    sparse: Tensor | None = None
+    colbert: Tensor | None = None
+    colbert_mask: Tensor | None = None
+
+    @staticmethod
+    def cat(parts: Sequence[_Reps]) -> _Reps:
+        """Rows of several parts in order; ColBERT is padded to the longest part."""
+        colbert = colbert_mask = None
+        if parts[0].colbert is not None:
+            width = max(part.colbert.size(1) for part in parts)
+            colbert = torch.cat([F.pad(p.colbert, (0, 0, 0, width - p.colbert.size(1))) for p in parts])
+            colbert_mask = torch.cat([F.pad(p.colbert_mask, (0, width - p.colbert_mask.size(1))) for p in parts])
+        return _Reps(
+            dense=torch.cat([part.dense for part in parts]),
+            sparse=torch.cat([part.sparse for part in parts]) if parts[0].sparse is not None else None,
+            colbert=colbert,
+            colbert_mask=colbert_mask,
+        )
+
+
+class M3UnifiedLoss(nn.Module):
+    """BGE-M3's unified loss over its dense, sparse and ColBERT heads, with self-distillation (see the module).
+
+    Args:
+        model: A `BGEM3Model` with the heads `heads` names.
+        temperature: Softmax temperature of every head's scores (BGE-M3: 0.02).
+        heads: The heads trained together: any of dense, sparse, colbert.
+        ensemble_weights: Weights of the dense, sparse and ColBERT scores in the ensemble score (1, 0.3, 1).
+        loss_weights: Weights of the dense, sparse and ColBERT terms, in the InfoNCE sum and in the
+            self-distillation sum (1, 0.1, 1); the ensemble's InfoNCE term has weight 1.
+        self_distill: Add the self-distillation terms.
+        self_distill_start_step: First training step (0-based) with self-distillation; FlagEmbedding's
+            `self_distill_start_step` s is s + 1 here (it adds the terms when its step counter exceeds s).
+        gather_across_devices: Gather the candidates of every process (of every head, or of the dense head only
+            with `flagembedding_compatible`).
+        flagembedding_compatible: Reproduce FlagEmbedding 1.4's training loss exactly (see the module).
+
+    References:
+        - Chen et al., 2024. BGE M3-Embedding: Multi-Lingual, Multi-Functionality, Multi-Granularity Text
+          Embeddings Through Self-Knowledge Distillation. https://arxiv.org/abs/2402.03216
+        - FlagEmbedding: `FlagEmbedding/finetune/embedder/encoder_only/m3/modeling.py`.
+
+    Inputs:
+        +---------------------------------------------------+--------+
+        | Texts                                             | Labels |
+        +===================================================+========+
+        | (anchor, positive) pairs                          | none   |
+        +---------------------------------------------------+--------+
+        | (anchor, positive, negative_1, ..., negative_n)   | none   |
+        +---------------------------------------------------+--------+
+
+    Example:
+        ::
+
+            from st_bge import BGEM3Model
+            from st_bge.m3_loss import M3UnifiedLoss
+
+            model = BGEM3Model("BAAI/bge-m3")
+            loss = M3UnifiedLoss(model)  # then SentenceTransformerTrainer(model=model, loss=loss, ...)
+    """
+
+    def __init__(
+        self,
+        model: BGEM3Model,
+        temperature: float = 0.02,
+        heads: Sequence[str] = HEADS,
+        ensemble_weights: Sequence[float] = M3_ENSEMBLE_WEIGHTS,
+        loss_weights: Sequence[float] = M3_LOSS_WEIGHTS,
+        self_distill: bool = True,
+        self_distill_start_step: int = 0,
+        gather_across_devices: bool = False,
+        flagembedding_compatible: bool = False,
+    ) -> None:
+        super().__init__()
+        unknown = sorted(set(heads) - set(HEADS))
+        missing = [head for head in heads if head not in model.modes]
+        if unknown or missing or not heads:
+            raise ValueError(f"heads {list(heads)}: choose among {model.modes}, the heads this model has")
+        self.model = model
+        self.vocab_size = model.vocab_size
+        self.temperature = temperature
+        self.heads = [head for head in HEADS if head in heads]
+        self.ensemble_weights = dict(zip(HEADS, ensemble_weights, strict=True))
+        self.loss_weights = dict(zip(HEADS, loss_weights, strict=True))
+        self.self_distill = self_distill
+        self.self_distill_start_step = self_distill_start_step
+        self.gather_across_devices = gather_across_devices
+        self.flagembedding_compatible = flagembedding_compatible
+        self.step = 0  # the Trainer's global step, kept current by `M3StepCallback`
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        columns = [self._reps(self.model(features, m3_outputs=True), features) for features in sentence_features]
+        return self.unified_loss(columns[0], columns[1:])
+
+    def _reps(self, out: dict[str, Tensor], features: dict[str, Tensor]) -> _Reps:
+        reps = _Reps(dense=out["sentence_embedding"])
+        if "sparse" in self.heads:
+            weights, ids = out["token_weights"], features["input_ids"]
+            reps.sparse = weights.new_zeros(weights.size(0), self.vocab_size).scatter_reduce(
+                1, ids, weights, reduce="amax", include_self=True
+            )
+        if "colbert" in self.heads:
+            reps.colbert, reps.colbert_mask = out["colbert_vectors"], out["colbert_mask"]
+        return reps
+
+    def unified_loss(self, queries: _Reps, candidate_columns: Sequence[_Reps]) -> Tensor:
+        """The loss of the queries against the columns of candidates (positives first, then each negative).
+
+        Candidates are laid out column by column (all positives, then every first negative, ...); under gathering
+        a column holds every process's rows, this process's at rank x rows, which is where its targets point.
+        """
+        rows, columns = queries.dense.size(0), len(candidate_columns)
+        device = queries.dense.device
+        gathered = {
+            head: self.gather_across_devices and (head == "dense" or not self.flagembedding_compatible)
+            for head in self.heads
+        }
+        scores, targets = {}, {}
+        for head in self.heads:
+            candidates = (
+                [self._gathered(column, head) for column in candidate_columns] if gathered[head] else candidate_columns
+            )
+            scores[head] = self._scores(queries, _Reps.cat(candidates), head) / self.temperature
+            targets[head] = torch.arange(rows, device=device) + (get_rank() * rows if gathered[head] else 0)
+        terms = [self.loss_weights[head] * F.cross_entropy(scores[head], targets[head]) for head in self.heads]
+        if len(self.heads) == 1:
+            return terms[0]
+        # The ensemble adds every head's scores of the same candidates: where only dense was gathered
+        # (FlagEmbedding), its scores are cut back to this process's candidates first.
+        if all(gathered.values()) or not any(gathered.values()):
+            aligned, ensemble_targets = scores, targets[self.heads[0]]
+        else:
+            aligned = {h: _local_candidates(m, columns, rows) if gathered[h] else m for h, m in scores.items()}
+            ensemble_targets = torch.arange(rows, device=device)
+        ensemble = sum(self.ensemble_weights[head] * aligned[head] for head in self.heads)
+        loss = (sum(terms) + F.cross_entropy(ensemble, ensemble_targets)) / (len(terms) + 1)
+        if self.self_distill and self.step >= self.self_distill_start_step:
+            teacher = torch.softmax(ensemble.detach(), dim=-1)
+            distill = sum(self.loss_weights[head] * _soft_cross_entropy(aligned[head], teacher) for head in self.heads)
+            loss = (loss + distill / len(self.heads)) / 2
+        return loss
+
+    def _gathered(self, column: _Reps, head: str) -> _Reps:
+        """The column of every process (this process's rows keep their gradient; the others' carry theirs back)."""
+        if head == "dense":
+            return _Reps(dense=all_gather_with_grad(column.dense))
+        if head == "sparse":
+            return _Reps(dense=column.dense, sparse=all_gather_with_grad(column.sparse))
+        colbert, mask = all_gather_padded(column.colbert, column.colbert_mask, with_grad=True)
+        return _Reps(dense=column.dense, colbert=colbert, colbert_mask=mask)
+
+    def _scores(self, queries: _Reps, candidates: _Reps, head: str) -> Tensor:
+        if head == "dense":
+            return queries.dense @ candidates.dense.T
+        if head == "sparse":
+            return queries.sparse @ candidates.sparse.T
+        return colbert_scores(
+            queries.colbert,
+            queries.colbert_mask,
+            candidates.colbert,
+            candidates.colbert_mask,
+            count_padding=self.flagembedding_compatible,
+        )
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {
+            "temperature": self.temperature,
+            "heads": self.heads,
+            "ensemble_weights": [self.ensemble_weights[h] for h in HEADS],
+            "loss_weights": [self.loss_weights[h] for h in HEADS],
+            "self_distill": self.self_distill,
+            "self_distill_start_step": self.self_distill_start_step,
+            "gather_across_devices": self.gather_across_devices,
+            "flagembedding_compatible": self.flagembedding_compatible,
+        }
+
+    @property
+    def citation(self) -> str:
+        return M3_CITATION
+
+
+class M3StepCallback(TrainerCallback):
+    """Keeps `M3UnifiedLoss.step` at the Trainer's global step, so that self-distillation starts at
+    `self_distill_start_step` whatever the gradient accumulation, and where it should after a resume."""
+
+    def __init__(self, loss: M3UnifiedLoss) -> None:
+        self.loss = loss
+
+    def on_step_begin(self, args, state, control, **kwargs) -> None:
+        self.loss.step = state.global_step
+
+
+def _soft_cross_entropy(scores: Tensor, teacher: Tensor) -> Tensor:
+    """-mean(sum(teacher x log_softmax(scores))): FlagEmbedding's `kl_div` (KL divergence + the teacher's entropy)."""
+    return -torch.mean(torch.sum(torch.log_softmax(scores, dim=-1) * teacher, dim=-1))
+
+
+def _local_candidates(scores: Tensor, columns: int, rows: int) -> Tensor:
+    """Scores over every process's candidates, cut to this process's: in each column block, its rows."""
+    block = scores.size(1) // columns
+    start = get_rank() * rows
+    index = torch.cat([torch.arange(c * block + start, c * block + start + rows) for c in range(columns)])
+    return scores[:, index.to(scores.device)]
+
+
+def colbert_scores(
+    queries: Tensor, query_mask: Tensor, candidates: Tensor, candidate_mask: Tensor, *, count_padding: bool = False
+) -> Tensor:
+    """(queries, candidates) ColBERT scores: per query vector the best similarity to a candidate's vectors, averaged
+    over the query's real vectors. Candidate padding is ignored, or (`count_padding`, FlagEmbedding's training
+    scores) counts as similarity 0. Computed in chunks of candidates: autograd keeps only the arg-max indices."""
+    scores = []
+    chunk = max(1, COLBERT_CHUNK_ELEMENTS // max(1, queries.size(0) * queries.size(1) * candidates.size(1)))
+    for start in range(0, candidates.size(0), chunk):
+        similarities = torch.einsum("qin,pjn->qipj", queries, candidates[start : start + chunk])
+        if not count_padding:
+            padding = ~candidate_mask[start : start + chunk].bool()
+            similarities = similarities.masked_fill(padding[None, None], torch.finfo(similarities.dtype).min)
+        best = similarities.max(dim=-1).values * query_mask[:, :, None]  # padded query vectors count 0
+        scores.append(best.sum(dim=1))
+    return torch.cat(scores, dim=1) / query_mask.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+class CachedM3UnifiedLoss(CachedLossMixin, M3UnifiedLoss):
+    """`M3UnifiedLoss` with GradCache (sentence-transformers' `CachedLossMixin`): each column is embedded in
+    mini-batches of `mini_batch_size` texts, first without gradients, then again with them once the loss has given
+    each representation its gradient. Same loss and gradients; the activations of one mini-batch at a time.
+
+    A mini-batch's representations travel through the mixin as one tensor (dense embedding, token weights and
+    flattened ColBERT vectors side by side); the token ids and masks that turn them back into lexical vectors and
+    ColBERT matrices are kept from the first pass.
+
+    Args:
+        model: As for `M3UnifiedLoss`.
+        mini_batch_size: Texts per forward pass.
+        **kwargs: The `M3UnifiedLoss` arguments.
+    """
+
+    def __init__(self, model: BGEM3Model, mini_batch_size: int = 32, **kwargs: Any) -> None:
+        super().__init__(model, **kwargs)
+        self.mini_batch_size = mini_batch_size
+        self.dense_dim = model.get_embedding_dimension()
+        colbert = model.m3_heads.colbert_linear if model.m3_heads is not None else None
+        self.colbert_dim = colbert.out_features if colbert is not None else 0
+        self._inputs: list[tuple[Tensor, Tensor]] = []  # (input_ids, attention_mask) of each first-pass mini-batch
+
+    def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
+        self._inputs = []
+        return self.forward_cached(sentence_features, labels)
+
+    def embed_minibatch(
+        self,
+        sentence_feature: dict[str, Tensor],
+        begin: int,
+        end: int,
+        with_grad: bool,
+        copy_random_state: bool,
+        random_state: RandContext | None = None,
+    ) -> tuple[Tensor, RandContext | None]:
+        features = _text_minibatch(sentence_feature, begin, end)
+        with nullcontext() if random_state is None else random_state, nullcontext() if with_grad else torch.no_grad():
+            random_state = RandContext(*features.values()) if copy_random_state else None
+            out = self.model(features, m3_outputs=True)
+        if not with_grad:
+            self._inputs.append((features["input_ids"], features["attention_mask"]))
+        parts = [out["sentence_embedding"]]
+        if "sparse" in self.heads:
+            parts.append(out["token_weights"])
+        if "colbert" in self.heads:
+            parts.append(out["colbert_vectors"].flatten(1))
+        return torch.cat(parts, dim=1), random_state
+
+    def calculate_loss(
+        self, reps: list[list[Tensor]], labels: Tensor | None = None, *, with_backward: bool = False
+    ) -> Tensor:
+        inputs = iter(self._inputs)
+        columns = [_Reps.cat([self._unpack(packed, *next(inputs)) for packed in column]) for column in reps]
+        loss = self.unified_loss(columns[0], columns[1:])
+        if with_backward:
+            loss.backward()
+            loss = loss.detach()
+        return loss
+
+    def _unpack(self, packed: Tensor, input_ids: Tensor, attention_mask: Tensor) -> _Reps:
+        """The inverse of `embed_minibatch`'s packing."""
+        tokens = input_ids.size(1)
+        reps = _Reps(dense=packed[:, : self.dense_dim])
+        offset = self.dense_dim
+        if "sparse" in self.heads:
+            weights = packed[:, offset : offset + tokens]
+            reps.sparse = weights.new_zeros(weights.size(0), self.vocab_size).scatter_reduce(
+                1, input_ids, weights, reduce="amax", include_self=True
+            )
+            offset += tokens
+        if "colbert" in self.heads:
+            reps.colbert = packed[:, offset:].reshape(packed.size(0), tokens - 1, self.colbert_dim)
+            reps.colbert_mask = attention_mask[:, 1:]
+        return reps
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {**super().get_config_dict(), "mini_batch_size": self.mini_batch_size}
+
+
+def _text_minibatch(features: dict[str, Tensor], begin: int, end: int) -> dict[str, Tensor]:
+    """Rows `begin:end` of a padded text batch, without the padding columns none of those rows uses."""
+    width = int(features["attention_mask"][begin:end].sum(dim=1).max())
+    return {
+        key: value[begin:end, :width] if value.dim() == 2 else value[begin:end]
+        for key, value in features.items()
+        if isinstance(value, Tensor)
+    }
