@@ -1,0 +1,249 @@
+"""BGE-M3's unified loss: parity with FlagEmbedding's training model, cached = uncached, and what trains."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from conftest import NO_EVAL_DURING_TRAINING, RECIPES, TOPICS, assert_same_m3_outputs, flags, train_two_steps
+
+from st_bge.config import parse_recipe
+from st_bge.m3 import BGEM3Model
+from st_bge.m3_loss import CachedM3UnifiedLoss, M3UnifiedLoss, colbert_scores
+from st_bge.training import train
+
+PAIRS = list(TOPICS.values())
+ROWS, GROUP = 4, 3  # 4 queries, each with its positive and 2 hard negatives
+QUERIES = [query for query, _ in PAIRS[:ROWS]]
+POSITIVES = [code for _, code in PAIRS[:ROWS]]
+NEGATIVES = [[PAIRS[(i + k + 1) % len(PAIRS)][1] for k in range(GROUP - 1)] for i in range(ROWS)]
+# float32 sums in other orders (FlagEmbedding's grouped candidates, the cached replay); at temperature 0.02 the
+# gradients reach ~10, so an absolute tolerance scaled to them.
+LOSS_TOL, GRAD_RTOL, GRAD_ATOL = 2e-5, 1e-4, 1e-4
+
+
+@pytest.fixture(scope="module")
+def m3_folder(tiny_xlmr_path, tmp_path_factory):
+    """The tiny BGE-M3 without dropout, so that two implementations see the very same forward pass."""
+    folder = tmp_path_factory.mktemp("m3") / "tiny-bge-m3-no-dropout"
+    shutil.copytree(tiny_xlmr_path, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def tokenize(model, texts, length=None):
+    if length is None:  # each column padded to its own longest text, as the Trainer's collator does
+        return dict(model.tokenizer(texts, padding=True, return_tensors="pt"))
+    return dict(model.tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt"))
+
+
+def columns(model, length=None):
+    """(anchor, positive, negative_1, negative_2) features."""
+    negatives = [tokenize(model, [group[k] for group in NEGATIVES], length) for k in range(GROUP - 1)]
+    return [tokenize(model, QUERIES, length), tokenize(model, POSITIVES, length), *negatives]
+
+
+def ours(folder, loss_class=M3UnifiedLoss, length=None, **kwargs):
+    model = BGEM3Model(str(folder))
+    model.train()
+    loss = loss_class(model, **kwargs)(columns(model, length), None)
+    loss.backward()
+    grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
+    return loss.item(), grads
+
+
+def flagembedding(folder, **kwargs):
+    """FlagEmbedding 1.4.2's own BGE-M3 training model (CPU, no DeepSpeed needed) on the same batch, grouped as it
+    groups passages: each query's positive, then its negatives."""
+    from FlagEmbedding.finetune.embedder.encoder_only.m3 import EncoderOnlyEmbedderM3Model, EncoderOnlyEmbedderM3Runner
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = EncoderOnlyEmbedderM3Model(
+        EncoderOnlyEmbedderM3Runner.get_model(str(folder)),
+        tokenizer=tokenizer,
+        temperature=0.02,
+        normalize_embeddings=True,
+        sentence_pooling_method="cls",
+        unified_finetuning=True,
+        **kwargs,
+    )
+    model.train()
+    passages = [text for i in range(ROWS) for text in [POSITIVES[i], *NEGATIVES[i]]]
+    batch = {"padding": "max_length", "max_length": 48, "truncation": True, "return_tensors": "pt"}
+    output = model(queries=dict(tokenizer(QUERIES, **batch)), passages=dict(tokenizer(passages, **batch)))
+    output.loss.backward()
+    # Its parameter names, as st-bge's: the encoder under the Transformer module (`0.`), the heads beside it. (Its
+    # AutoModel also has XLM-R's pooler, which nothing uses: no gradient.)
+    return output.loss.item(), {
+        f"0.{name}" if name.startswith("model.") else f"0.m3_heads.{name}": p.grad
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }
+
+
+def assert_same(a, b):
+    (loss_a, grads_a), (loss_b, grads_b) = a, b
+    assert loss_a == pytest.approx(loss_b, abs=LOSS_TOL)
+    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 30
+    for name, grad in grads_a.items():
+        torch.testing.assert_close(
+            grad, grads_b[name], rtol=GRAD_RTOL, atol=GRAD_ATOL, msg=lambda m, n=name: f"{n}: {m}"
+        )
+    assert max(g.abs().max().item() for g in grads_a.values()) > 100 * GRAD_ATOL  # not vacuous
+
+
+@pytest.mark.parametrize("self_distill", [False, True])
+def test_loss_and_gradients_equal_flagembeddings_training_model(m3_folder, self_distill):
+    # FlagEmbedding distils when its step counter (0 here) exceeds self_distill_start_step: -1 distils now.
+    reference = flagembedding(m3_folder, use_self_distill=self_distill, self_distill_start_step=-1)
+    mine = ours(m3_folder, length=48, self_distill=self_distill, flagembedding_compatible=True)
+    assert_same(mine, reference)
+    for mini_batch_size in (1, 3):  # the cached loss too, split into mini-batches
+        cached = ours(
+            m3_folder,
+            CachedM3UnifiedLoss,
+            length=48,
+            mini_batch_size=mini_batch_size,
+            self_distill=self_distill,
+            flagembedding_compatible=True,
+        )
+        assert_same(cached, reference)
+
+
+def test_cached_equals_uncached_with_per_column_padding(m3_folder):
+    """st-bge's default mode, each column and mini-batch padded to its own longest text (the cached loss trims)."""
+    assert_same(ours(m3_folder, CachedM3UnifiedLoss, mini_batch_size=2), ours(m3_folder))
+
+
+def test_colbert_scores_by_hand():
+    queries = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]])  # 2 real vectors + 1 padding
+    candidates = torch.tensor([[[-1.0, 0.0], [0.0, 0.0]], [[0.6, 0.8], [0.8, 0.6]]])  # the first: 1 real + padding
+    query_mask, candidate_mask = torch.tensor([[1, 1, 0]]), torch.tensor([[1, 0], [1, 1]])
+    # Real tokens only: candidate 1 = mean(max(-1), max(0)) = -0.5; candidate 2 = mean(0.8, 0.8) = 0.8.
+    assert colbert_scores(queries, query_mask, candidates, candidate_mask).tolist() == [pytest.approx([-0.5, 0.8])]
+    # FlagEmbedding's training scores: the padding vector (similarity 0) beats -1 for the first query vector.
+    padded = colbert_scores(queries, query_mask, candidates, candidate_mask, count_padding=True)
+    assert padded.tolist() == [pytest.approx([0.0, 0.8])]
+
+
+def test_self_distillation_starts_at_its_step(m3_folder):
+    model = BGEM3Model(str(m3_folder))
+    features = columns(model)
+    loss = M3UnifiedLoss(model, self_distill_start_step=1)
+    with torch.no_grad():
+        before = loss(features).item()
+        loss.step = 1
+        after = loss(features).item()
+        plain = M3UnifiedLoss(model, self_distill=False)(features).item()
+    assert before == pytest.approx(plain) and after != pytest.approx(plain)
+
+
+def parameters(folder) -> dict[str, torch.Tensor]:
+    model = BGEM3Model(str(folder))
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+def changed(before: dict, after: dict) -> set[str]:
+    """Which parts moved: the encoder and each head."""
+    parts = set()
+    for name, value in before.items():
+        if not torch.equal(value, after[name]):
+            parts.add("sparse" if "sparse_linear" in name else "colbert" if "colbert_linear" in name else "encoder")
+    return parts
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({}, {"encoder", "sparse", "colbert"}),
+        ({"m3_heads": ["dense", "sparse"]}, {"encoder", "sparse"}),
+        ({"m3_heads": ["colbert"], "m3_freeze_encoder": True}, {"colbert"}),
+        (
+            {"m3_heads": ["sparse", "colbert"], "m3_freeze_encoder": True, "loss": "cached_m3_unified"},
+            {"sparse", "colbert"},
+        ),
+    ],
+)
+def test_head_subsets_train_only_what_they_name(tiny_xlmr_path, beir_folder, tmp_path, fields, expected):
+    before = parameters(tiny_xlmr_path)
+    result = train_two_steps(tiny_xlmr_path, beir_folder, tmp_path / "out", **{"loss": "m3_unified", **fields})
+    assert changed(before, parameters(result.output_dir)) == expected
+    assert type(result.trainer.loss).__name__ == ("CachedM3UnifiedLoss" if "loss" in fields else "M3UnifiedLoss")
+
+
+def test_unified_recipe_trains_every_head_and_loads_in_flagembedding(tiny_xlmr_path, beir_folder, tmp_path):
+    """`st-bge train <recipe> --loss m3_unified` on a tiny BGE-M3: all three heads change, and the folder loads in
+    FlagEmbedding's BGEM3FlagModel as in st-bge."""
+    from FlagEmbedding import BGEM3FlagModel
+
+    from st_bge.cli import main
+
+    before = parameters(tiny_xlmr_path)
+    output = tmp_path / "unified"
+    argv = flags(
+        model_name_or_path=tiny_xlmr_path,
+        dataset_name_or_path=beir_folder,
+        loss="m3_unified",
+        max_steps=2,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        output_dir=output,
+        **NO_EVAL_DURING_TRAINING,
+    )
+    assert main(["train", str(RECIPES / "bge-m3" / "full-mnrl.yaml"), *argv]) == 0
+    assert changed(before, parameters(output)) == {"encoder", "sparse", "colbert"}
+    texts = [text for pair in PAIRS for text in pair]
+    mine = BGEM3Model(str(output)).encode_m3(texts, batch_size=4)
+    theirs = BGEM3FlagModel(str(output), use_fp16=False, devices="cpu").encode(
+        texts, batch_size=4, return_dense=True, return_sparse=True, return_colbert_vecs=True
+    )
+    assert_same_m3_outputs(mine, theirs)
+    card = (output / "README.md").read_text()
+    assert "loss:M3UnifiedLoss" in card and "not trained by this run's loss" not in card
+
+
+def test_new_heads_make_any_encoder_three_modes_and_lora_keeps_them_trainable(tiny_bert_path, beir_folder, tmp_path):
+    """m3_add_heads on a BERT without heads, LoRA on the encoder: adapter + trained heads, all three modes."""
+    argv = flags(
+        model_name_or_path=tiny_bert_path,
+        dataset_name_or_path=beir_folder,
+        loss="cached_m3_unified",
+        m3_add_heads=True,
+        max_steps=2,
+        per_device_train_batch_size=4,
+        mini_batch_size=2,
+        lora_target_modules=["query", "value"],
+        eval_split_size=0.25,
+        output_dir=tmp_path / "new-heads",
+        **NO_EVAL_DURING_TRAINING,
+    )
+    result = train(parse_recipe(["--config", str(RECIPES / "quickstart.yaml"), *argv]))
+    output = result.output_dir
+    assert {"adapter_model.safetensors", "sparse_linear.pt", "colbert_linear.pt"} <= {p.name for p in output.iterdir()}
+    heads = result.model.m3_heads
+    assert heads.sparse_linear.weight.requires_grad and heads.colbert_linear.out_features == 32  # the hidden size
+    reloaded = BGEM3Model(str(output))
+    assert reloaded.modes == ["dense", "sparse", "colbert"]
+    for name, parameter in reloaded.m3_heads.state_dict().items():
+        assert torch.equal(parameter, heads.state_dict()[name].cpu()), name
+    # The base had dense only: the other modes are reported for the fine-tuned model alone.
+    assert result.comparison.modes["sparse"].models == ["fine-tuned"]
+    assert result.comparison.modes["dense"].models == ["base", "fine-tuned"]
+    assert "st-bge added new ones (randomly initialised" in (output / "README.md").read_text()
+
+
+def test_an_m3_loss_on_a_model_without_heads_stops_before_training(tiny_bert_path, beir_folder, tmp_path, capsys):
+    from st_bge.cli import main
+
+    argv = flags(model_name_or_path=tiny_bert_path, dataset_name_or_path=beir_folder, output_dir=tmp_path / "x")
+    assert main(["train", str(RECIPES / "quickstart.yaml"), *argv, "--loss", "m3_unified"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (  # after the model-loading progress bar
+        "st-bge: error: loss 'm3_unified' trains the sparse, colbert head(s) (m3_heads), which the model does not "
+        "have: set m3_add_heads: true to give it new ones, or leave them out of m3_heads"
+    )
+    assert not (tmp_path / "x").exists()
