@@ -2,6 +2,7 @@
 
     python benchmarks/bench.py train    # samples/s: st-bge vs a bare PyTorch loop vs a pad-to-512 loop, and MFU
     python benchmarks/bench.py memory   # peak memory of MNRL vs cached MNRL vs cached GIST at batch 32..1024
+    python benchmarks/bench.py memory --losses m3_unified cached_m3_unified  # BGE-M3's unified loss, same meter
     python benchmarks/bench.py encode   # corpus encoding docs/s: st-bge's retrieval path vs a raw forward pass
     python benchmarks/bench.py m3-memory  # peak memory of BGE-M3 encoding: dense only vs dense + sparse + ColBERT
 
@@ -229,7 +230,10 @@ def memory_one(model_path: str, loss_name: str, batch: int, max_length: int, met
     `meter` is "rss" (the process's peak resident memory) or "tensors" (`allocation_peak_bytes`); each runs in its
     own process, since the profiler's own records would count in the RSS.
     """
-    model = load_model(ModelArguments(model_name_or_path=model_path, max_seq_length=max_length))
+    m3 = "m3" in loss_name
+    model = load_model(ModelArguments(model_name_or_path=model_path, max_seq_length=max_length), as_m3=m3)
+    if m3:  # BGE-M3's heads on the bench model (ColBERT as wide as the hidden size, as BGE-M3's)
+        model.add_missing_heads()
     guide = frozen_copy(model) if "gist" in loss_name else None
     loss = build_loss(model, LossArguments(loss=loss_name, temperature=0.05, mini_batch_size=32), guide=guide)
     anchors, positives = mbpp_pairs()
@@ -270,8 +274,8 @@ def bench_memory(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_path = MINILM if args.model == "all-MiniLM-L6-v2" else str(bge_small_random(Path(tmp)))
         for batch in args.batches:
-            for loss_name in ("mnrl", "cached_mnrl", "cached_gist"):
-                if loss_name == "mnrl" and batch > args.max_plain_batch:
+            for loss_name in args.losses:
+                if not loss_name.startswith("cached") and batch > args.max_plain_batch:
                     emit(
                         {
                             "bench": "memory",
@@ -459,6 +463,12 @@ def main() -> None:
     memory.add_argument("--model", choices=["all-MiniLM-L6-v2", "bge-small"], default="all-MiniLM-L6-v2")
     memory.add_argument("--max_length", type=int, default=64)
     memory.add_argument("--meters", nargs="+", choices=METERS, default=list(METERS))
+    memory.add_argument(
+        "--losses",
+        nargs="+",
+        choices=["mnrl", "cached_mnrl", "cached_gist", "m3_unified", "cached_m3_unified"],
+        default=["mnrl", "cached_mnrl", "cached_gist"],
+    )
     # Plain MNRL keeps every activation of the batch: ~2.5 GiB at 128 rows here, so ~20 GiB at 1024 on a 24 GiB box.
     memory.add_argument("--max_plain_batch", type=int, default=512)
     one = commands.add_parser("memory-one")

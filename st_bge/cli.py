@@ -4,6 +4,7 @@ st-bge train recipes/quickstart.yaml [--any_field value ...]
 st-bge eval recipes/eval/mbpp.yaml [--any_field value ...]
 st-bge data check recipes/quickstart.yaml        (or a data file: st-bge data check pairs.jsonl [--flags])
 st-bge data mine recipes/quickstart.yaml [--mine_output_dir outputs/mined]
+st-bge data score data.jsonl --score_cross_encoder BAAI/bge-reranker-v2-m3 [--score_output_dir outputs/scored]
 st-bge push outputs/quickstart --repo_id user/name [--variant adapter|merged|both] [--private true] ...
 st-bge export outputs/quickstart --output_dir outputs/onnx [--check_dataset data/mbpp_sanitized]
 """
@@ -56,18 +57,19 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     return run_reporting_errors(command)
 
 
-DATA_COMMANDS = ("check", "mine")
+DATA_COMMANDS = ("check", "mine", "score")
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
 
 def data_main(argv: Sequence[str] | None = None) -> int:
-    """`st-bge data check|mine <recipe.yaml or data file> [--flags]`: the data stage of a training run, alone.
+    """`st-bge data check|mine|score <recipe.yaml or data file> [--flags]`: the data stage of a training run, alone.
 
-    `check` prints the quality report and exits with 1 if its verdict is 'fail'; `mine` writes the mined rows.
+    `check` prints the quality report and exits with 1 if its verdict is 'fail'; `mine` writes the mined rows;
+    `score` writes the rows with a teacher cross-encoder's scores (`--score_cross_encoder`).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in DATA_COMMANDS:
-        print("usage: st-bge data {check,mine} <recipe.yaml or data file> [--field value ...]", file=sys.stderr)
+        print("usage: st-bge data {check,mine,score} <recipe.yaml or data file> [--field value ...]", file=sys.stderr)
         return 2
     kind, rest = argv[0], argv[1:]
     if rest and not rest[0].startswith("-"):
@@ -77,13 +79,15 @@ def data_main(argv: Sequence[str] | None = None) -> int:
 
     def command() -> None:
         from st_bge.config import parse_data_recipe
-        from st_bge.data.commands import check_data, mine_data
+        from st_bge.data.commands import check_data, mine_data, score_data
 
         recipe = parse_data_recipe(rest)
         if kind == "check":
             verdicts.extend(check_data(recipe))
-        else:
+        elif kind == "mine":
             mine_data(recipe)
+        else:
+            score_data(recipe)
 
     code = run_reporting_errors(command)
     return 1 if code == 0 and "fail" in verdicts else code
@@ -134,7 +138,7 @@ def export_main(argv: Sequence[str] | None = None) -> int:
 COMMANDS = {
     "train": (train_main, "fine-tune a model from a recipe"),
     "eval": (eval_main, "evaluate and compare models"),
-    "data": (data_main, "check data quality (check) or mine hard negatives (mine)"),
+    "data": (data_main, "check data quality (check), mine hard negatives (mine), add teacher scores (score)"),
     "push": (push_main, "publish an output folder to the Hub (adapter, merged or both)"),
     "export": (export_main, "export a model to ONNX + int8 and check it against PyTorch"),
 }

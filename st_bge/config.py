@@ -212,6 +212,41 @@ class MiningArguments:
 
 
 @dataclass
+class ScoringArguments:
+    """# Teacher scores: a cross-encoder's scores of the training rows, for distillation (`st-bge data score`)."""
+
+    score_cross_encoder: str | None = field(
+        default=None,
+        metadata={
+            "help": "The teacher: a sentence-transformers CrossEncoder (Hub id or folder), e.g. BAAI/bge-reranker-v2-m3."
+        },
+    )
+    score_max_length: int = field(default=512, metadata={"help": "Truncate each (query, document) pair to this."})
+    score_normalize: bool = field(
+        default=False,
+        metadata={
+            "help": "Map the scores through a sigmoid into (0, 1) (FlagEmbedding's normalize); default: raw logits."
+        },
+    )
+    score_batch_size: int = field(default=64, metadata={"help": "Pairs per forward pass of the cross-encoder."})
+    score_output_dir: str = field(
+        default="outputs/scored",
+        metadata={
+            "help": "Where `st-bge data score` writes <source>.jsonl (FlagEmbedding lines with pos_scores / neg_scores: "
+            "train on it with kd_loss) and score_report.json."
+        },
+    )
+    score_cache_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Cache of scores, keyed by the teacher's weights, the pairs and the settings (default "
+            "~/.cache/st-bge/scores, or $ST_BGE_CACHE/scores)."
+        },
+    )
+    score_use_cache: bool = field(default=True, metadata={"help": "Read and write the score cache."})
+
+
+@dataclass
 class LossArguments:
     """# Loss: the contrastive objective and its BGE-style temperature."""
 
@@ -244,6 +279,15 @@ class LossArguments:
         metadata={
             "help": "Share in-batch negatives across processes, so that N processes train as one on the global "
             "batch; default: on when more than one process runs."
+        },
+    )
+    kd_loss: Literal["none", "kl_div", "m3_kd_loss", "distill_kl_div", "margin_mse"] = field(
+        default="none",
+        metadata={
+            "help": "Distil a teacher's scores (FlagEmbedding data's pos_scores / neg_scores, e.g. from `st-bge data "
+            "score`): 'kl_div' / 'm3_kd_loss' as FlagEmbedding defines them, added to the in-batch loss of mnrl, "
+            "cached_mnrl, m3_unified or cached_m3_unified; 'distill_kl_div' / 'margin_mse': sentence-transformers' "
+            "DistillKLDivLoss / MarginMSELoss (the row's own candidates only) in place of loss: mnrl."
         },
     )
     m3_heads: list[str] = field(
@@ -515,6 +559,7 @@ class Recipe:
     data: DataArguments
     quality: QualityArguments
     mining: MiningArguments
+    scoring: ScoringArguments
     loss: LossArguments
     evaluation: EvaluationArguments
     card: CardArguments
@@ -527,7 +572,7 @@ class Recipe:
         """The recipe as plain values (training arguments: only those the recipe or flags set, no secrets)."""
         sections = {
             name: {f.name: getattr(getattr(self, name), f.name) for f in fields(getattr(self, name))}
-            for name in ("model", "data", "quality", "mining", "loss", "evaluation", "card")
+            for name in ("model", "data", "quality", "mining", "scoring", "loss", "evaluation", "card")
         }
         sections["training"] = {
             f.name: getattr(self.training, f.name)
@@ -542,6 +587,7 @@ SECTIONS = (
     DataArguments,
     QualityArguments,
     MiningArguments,
+    ScoringArguments,
     LossArguments,
     EvaluationArguments,
     CardArguments,
@@ -704,6 +750,15 @@ def validate(recipe: Recipe) -> None:
         raise ConfigError(f"eval_split_size must be in [0, 1), got {data.eval_split_size}")
     if loss.temperature <= 0:
         raise ConfigError(f"temperature must be positive, got {loss.temperature}")
+    flagembedding_kd = ("mnrl", "cached_mnrl", "m3_unified", "cached_m3_unified")
+    if loss.kd_loss in ("kl_div", "m3_kd_loss") and loss.loss not in flagembedding_kd:
+        raise ConfigError(
+            f"kd_loss '{loss.kd_loss}' is added to an in-batch loss: use loss {' / '.join(flagembedding_kd)}"
+        )
+    if loss.kd_loss in ("distill_kl_div", "margin_mse") and loss.loss != "mnrl":
+        raise ConfigError(
+            f"kd_loss '{loss.kd_loss}' is a loss of its own, in place of the in-batch one: set loss: mnrl"
+        )
     unknown_heads = sorted(set(loss.m3_heads) - set(M3_HEADS))
     if unknown_heads or not loss.m3_heads:
         raise ConfigError(f"m3_heads: {loss.m3_heads} is not a subset of {list(M3_HEADS)}")

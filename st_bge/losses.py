@@ -19,9 +19,11 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer import losses as st_losses
 from sentence_transformers.sentence_transformer.losses import (
     CachedMultipleNegativesRankingLoss,
+    DistillKLDivLoss,
+    MarginMSELoss,
     MultipleNegativesRankingLoss,
 )
-from sentence_transformers.util import all_gather_with_grad, cos_sim, get_rank
+from sentence_transformers.util import all_gather_with_grad, cos_sim, get_rank, pairwise_dot_score
 from torch import Tensor, nn
 
 from st_bge.config import LossArguments
@@ -50,7 +52,16 @@ def build_loss(
     """
     gather = args.gather_across_devices if args.gather_across_devices is not None else world_size > 1
     logger.info("Loss: %s, temperature %s, gather_across_devices=%s", args.loss, args.temperature, gather)
-    if is_m3_loss(args):
+    if args.kd_loss == "distill_kl_div":
+        # The student's scores at BGE's temperature, the teacher's as they are (FlagEmbedding's softmax of them).
+        return DistillKLDivLoss(
+            model, similarity_fct=pairwise_dot_score, student_temperature=args.temperature, teacher_temperature=1.0
+        )
+    if args.kd_loss == "margin_mse":
+        return MarginMSELoss(model, similarity_fct=pairwise_dot_score)
+    if is_m3_loss(args) or args.kd_loss != "none":
+        # FlagEmbedding's distillation terms live in the unified loss; over the dense head alone it is its dense
+        # objective: MNRL (InfoNCE at `temperature`) + the teacher term.
         return _m3_loss(model, args, gather)
     if args.loss in ("mnrl", "cached_mnrl"):
         kwargs = {"scale": 1.0 / args.temperature, "gather_across_devices": gather}
@@ -98,18 +109,21 @@ def require_m3_heads(model: SentenceTransformer, args: LossArguments) -> None:
 
 
 def _m3_loss(model: SentenceTransformer, args: LossArguments, gather: bool) -> M3UnifiedLoss:
-    require_m3_heads(model, args)
+    heads = args.m3_heads if is_m3_loss(args) else ["dense"]
+    if is_m3_loss(args):
+        require_m3_heads(model, args)
     kwargs = {
         "temperature": args.temperature,
-        "heads": args.m3_heads,
+        "heads": heads,
         "ensemble_weights": args.m3_ensemble_weights,
         "loss_weights": args.m3_loss_weights,
         "self_distill": args.m3_self_distill,
         "self_distill_start_step": args.m3_self_distill_start_step,
         "gather_across_devices": gather,
         "flagembedding_compatible": args.m3_flagembedding_compatible,
+        "kd_loss": None if args.kd_loss == "none" else args.kd_loss,
     }
-    if args.loss == "m3_unified":
+    if args.loss in ("m3_unified", "mnrl"):
         return M3UnifiedLoss(model, **kwargs)
     return CachedM3UnifiedLoss(model, mini_batch_size=args.mini_batch_size, **kwargs)
 

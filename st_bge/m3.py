@@ -112,6 +112,17 @@ class M3Heads(nn.Module):
         return paths
 
 
+def lexical_vectors(token_weights: Tensor, input_ids: Tensor, vocab_size: int) -> Tensor:
+    """(batch, vocabulary) lexical vectors from (batch, tokens) weights: per token id, the largest weight among its
+    occurrences (the special tokens' weights are already 0).
+
+    Out of place, so it can be trained through; at most (batch, vocabulary), never FlagEmbedding's training-time
+    (batch, tokens, vocabulary) (8 x 512 x 250k floats = 4 GB).
+    """
+    empty = token_weights.new_zeros(token_weights.size(0), vocab_size)
+    return empty.scatter_reduce(1, input_ids, token_weights, reduce="amax", include_self=True)
+
+
 def unused_token_ids(tokenizer) -> list[int]:
     """The ids FlagEmbedding drops from lexical weights (CLS, EOS, PAD, UNK), and SEP (= EOS for XLM-R)."""
     tokens = [getattr(tokenizer, f"{name}_token", None) for name in ("cls", "eos", "sep", "pad", "unk")]
@@ -312,13 +323,8 @@ class BGEM3Model(SentenceTransformer):
             self.m3_heads.save(path)
 
     def sparse_vectors(self, token_weights: Tensor, input_ids: Tensor) -> Tensor:
-        """(batch, vocabulary) lexical vectors: per token id, the largest weight among its occurrences.
-
-        Out of place, so it can be trained through; at most (batch, vocabulary), never FlagEmbedding's training-time
-        (batch, tokens, vocabulary) (8 x 512 x 250k floats = 4 GB).
-        """
-        empty = token_weights.new_zeros(token_weights.size(0), self.vocab_size)
-        return empty.scatter_reduce(1, input_ids, token_weights, reduce="amax", include_self=True)
+        """(batch, vocabulary) lexical vectors of this model's vocabulary (`lexical_vectors`)."""
+        return lexical_vectors(token_weights, input_ids, self.vocab_size)
 
     def encode_m3(
         self,

@@ -38,7 +38,7 @@ from sentence_transformers.util import all_gather_padded, all_gather_with_grad, 
 from torch import Tensor, nn
 from transformers import TrainerCallback
 
-from st_bge.m3 import BGEM3Model
+from st_bge.m3 import BGEM3Model, lexical_vectors
 
 HEADS = ("dense", "sparse", "colbert")
 M3_ENSEMBLE_WEIGHTS = (1.0, 0.3, 1.0)
@@ -97,6 +97,8 @@ class M3UnifiedLoss(nn.Module):
         gather_across_devices: Gather the candidates of every process (of every head, or of the dense head only
             with `flagembedding_compatible`).
         flagembedding_compatible: Reproduce FlagEmbedding 1.4's training loss exactly (see the module).
+        kd_loss: Distil the labels, a teacher's scores of each row's positive and negatives, as FlagEmbedding does:
+            'kl_div' or 'm3_kd_loss' (see `_info_nce`); None: no teacher.
 
     References:
         - Chen et al., 2024. BGE M3-Embedding: Multi-Lingual, Multi-Functionality, Multi-Granularity Text
@@ -104,13 +106,14 @@ class M3UnifiedLoss(nn.Module):
         - FlagEmbedding: `FlagEmbedding/finetune/embedder/encoder_only/m3/modeling.py`.
 
     Inputs:
-        +---------------------------------------------------+--------+
-        | Texts                                             | Labels |
-        +===================================================+========+
-        | (anchor, positive) pairs                          | none   |
-        +---------------------------------------------------+--------+
-        | (anchor, positive, negative_1, ..., negative_n)   | none   |
-        +---------------------------------------------------+--------+
+        +---------------------------------------------------+------------------------------------------------+
+        | Texts                                             | Labels                                         |
+        +===================================================+================================================+
+        | (anchor, positive) pairs                          | none                                           |
+        +---------------------------------------------------+------------------------------------------------+
+        | (anchor, positive, negative_1, ..., negative_n)   | none, or with `kd_loss` a teacher's scores of  |
+        |                                                   | (positive, negative_1, ..., negative_n)        |
+        +---------------------------------------------------+------------------------------------------------+
 
     Example:
         ::
@@ -133,14 +136,16 @@ class M3UnifiedLoss(nn.Module):
         self_distill_start_step: int = 0,
         gather_across_devices: bool = False,
         flagembedding_compatible: bool = False,
+        kd_loss: str | None = None,
     ) -> None:
         super().__init__()
-        unknown = sorted(set(heads) - set(HEADS))
-        missing = [head for head in heads if head not in model.modes]
-        if unknown or missing or not heads:
-            raise ValueError(f"heads {list(heads)}: choose among {model.modes}, the heads this model has")
+        modes = model.modes if isinstance(model, BGEM3Model) else ["dense"]
+        if not heads or any(head not in modes for head in heads):
+            raise ValueError(f"heads {list(heads)}: choose among {modes}, the heads this model has")
+        if kd_loss not in (None, "kl_div", "m3_kd_loss"):
+            raise ValueError(f"kd_loss {kd_loss!r}: FlagEmbedding's are 'kl_div' and 'm3_kd_loss'")
         self.model = model
-        self.vocab_size = model.vocab_size
+        self.vocab_size = model.vocab_size if "sparse" in heads else None
         self.temperature = temperature
         self.heads = [head for head in HEADS if head in heads]
         self.ensemble_weights = dict(zip(HEADS, ensemble_weights, strict=True))
@@ -149,58 +154,86 @@ class M3UnifiedLoss(nn.Module):
         self.self_distill_start_step = self_distill_start_step
         self.gather_across_devices = gather_across_devices
         self.flagembedding_compatible = flagembedding_compatible
+        self.kd_loss = kd_loss
         self.step = 0  # the Trainer's global step, kept current by `M3StepCallback`
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:
-        columns = [self._reps(self.model(features, m3_outputs=True), features) for features in sentence_features]
-        return self.unified_loss(columns[0], columns[1:])
+        heads = self.heads != ["dense"]
+        columns = [self._reps(self.model(features, m3_outputs=heads), features) for features in sentence_features]
+        return self.unified_loss(columns[0], columns[1:], self._teacher(labels, len(columns) - 1))
+
+    def _teacher(self, labels: Tensor | None, candidates: int) -> Tensor | None:
+        """softmax of the teacher's scores of each row's [positive, negatives] (`kd_loss`), as FlagEmbedding does."""
+        if self.kd_loss is None:
+            return None
+        if labels is None or labels.dim() != 2 or labels.size(1) != candidates:
+            shape = None if labels is None else tuple(labels.shape)
+            raise ValueError(
+                f"kd_loss {self.kd_loss!r} needs a teacher's score per positive and negative of each row (a 'scores' "
+                f"column of {candidates} numbers: FlagEmbedding's pos_scores / neg_scores); got labels of shape {shape}"
+            )
+        return torch.softmax(labels.float(), dim=-1)
 
     def _reps(self, out: dict[str, Tensor], features: dict[str, Tensor]) -> _Reps:
         reps = _Reps(dense=out["sentence_embedding"])
         if "sparse" in self.heads:
-            weights, ids = out["token_weights"], features["input_ids"]
-            reps.sparse = weights.new_zeros(weights.size(0), self.vocab_size).scatter_reduce(
-                1, ids, weights, reduce="amax", include_self=True
-            )
+            reps.sparse = lexical_vectors(out["token_weights"], features["input_ids"], self.vocab_size)
         if "colbert" in self.heads:
             reps.colbert, reps.colbert_mask = out["colbert_vectors"], out["colbert_mask"]
         return reps
 
-    def unified_loss(self, queries: _Reps, candidate_columns: Sequence[_Reps]) -> Tensor:
-        """The loss of the queries against the columns of candidates (positives first, then each negative).
+    def unified_loss(
+        self, queries: _Reps, candidate_columns: Sequence[_Reps], teacher: Tensor | None = None
+    ) -> Tensor:
+        """The loss of the queries against the columns of candidates (positives first, then each negative), with a
+        teacher's distribution over each row's own [positive, negatives] for `kd_loss`.
 
         Candidates are laid out column by column (all positives, then every first negative, ...); under gathering
-        a column holds every process's rows, this process's at rank x rows, which is where its targets point.
+        a column holds every process's rows, this process's at rank x rows: `own` are each row's own candidates.
         """
         rows, columns = queries.dense.size(0), len(candidate_columns)
-        device = queries.dense.device
         gathered = {
             head: self.gather_across_devices and (head == "dense" or not self.flagembedding_compatible)
             for head in self.heads
         }
-        scores, targets = {}, {}
+        scores, own = {}, {}
         for head in self.heads:
-            candidates = (
-                [self._gathered(column, head) for column in candidate_columns] if gathered[head] else candidate_columns
-            )
+            candidates = candidate_columns
+            if gathered[head]:
+                candidates = [self._gathered(column, head) for column in candidate_columns]
             scores[head] = self._scores(queries, _Reps.cat(candidates), head) / self.temperature
-            targets[head] = torch.arange(rows, device=device) + (get_rank() * rows if gathered[head] else 0)
-        terms = [self.loss_weights[head] * F.cross_entropy(scores[head], targets[head]) for head in self.heads]
+            own[head] = _own_candidates(rows, columns, scores[head].size(1) // columns, gathered[head], scores[head])
+        terms = [self.loss_weights[head] * self._info_nce(scores[head], own[head], teacher) for head in self.heads]
         if len(self.heads) == 1:
             return terms[0]
         # The ensemble adds every head's scores of the same candidates: where only dense was gathered
         # (FlagEmbedding), its scores are cut back to this process's candidates first.
         if all(gathered.values()) or not any(gathered.values()):
-            aligned, ensemble_targets = scores, targets[self.heads[0]]
+            aligned, ensemble_own = scores, own[self.heads[0]]
         else:
             aligned = {h: _local_candidates(m, columns, rows) if gathered[h] else m for h, m in scores.items()}
-            ensemble_targets = torch.arange(rows, device=device)
+            ensemble_own = _own_candidates(rows, columns, rows, False, scores[self.heads[0]])
         ensemble = sum(self.ensemble_weights[head] * aligned[head] for head in self.heads)
-        loss = (sum(terms) + F.cross_entropy(ensemble, ensemble_targets)) / (len(terms) + 1)
+        loss = (sum(terms) + self._info_nce(ensemble, ensemble_own, teacher)) / (len(terms) + 1)
         if self.self_distill and self.step >= self.self_distill_start_step:
-            teacher = torch.softmax(ensemble.detach(), dim=-1)
-            distill = sum(self.loss_weights[head] * _soft_cross_entropy(aligned[head], teacher) for head in self.heads)
+            target = torch.softmax(ensemble.detach(), dim=-1)
+            distill = sum(self.loss_weights[head] * _soft_cross_entropy(aligned[head], target) for head in self.heads)
             loss = (loss + distill / len(self.heads)) / 2
+        return loss
+
+    def _info_nce(self, scores: Tensor, own: Tensor, teacher: Tensor | None) -> Tensor:
+        """InfoNCE with each row's positive (`own[:, 0]`) as the target, or with the teacher (FlagEmbedding's
+        `kl_div`: soft cross-entropy over the row's own candidates + InfoNCE; `m3_kd_loss`: for each own candidate i,
+        InfoNCE towards it weighted by the teacher's p_i, the own candidates before it masked)."""
+        if teacher is None:
+            return F.cross_entropy(scores, own[:, 0])
+        if self.kd_loss == "kl_div":
+            return _soft_cross_entropy(scores.gather(1, own), teacher) + F.cross_entropy(scores, own[:, 0])
+        loss = scores.new_zeros(())
+        mask = torch.zeros_like(scores)
+        for i in range(own.size(1)):
+            loss = loss + torch.mean(teacher[:, i] * F.cross_entropy(scores + mask, own[:, i], reduction="none"))
+            mask = mask.scatter(1, own[:, i : i + 1], torch.finfo(scores.dtype).min)
         return loss
 
     def _gathered(self, column: _Reps, head: str) -> _Reps:
@@ -235,6 +268,7 @@ class M3UnifiedLoss(nn.Module):
             "self_distill_start_step": self.self_distill_start_step,
             "gather_across_devices": self.gather_across_devices,
             "flagembedding_compatible": self.flagembedding_compatible,
+            "kd_loss": self.kd_loss,
         }
 
     @property
@@ -256,6 +290,14 @@ class M3StepCallback(TrainerCallback):
 def _soft_cross_entropy(scores: Tensor, teacher: Tensor) -> Tensor:
     """-mean(sum(teacher x log_softmax(scores))): FlagEmbedding's `kl_div` (KL divergence + the teacher's entropy)."""
     return -torch.mean(torch.sum(torch.log_softmax(scores, dim=-1) * teacher, dim=-1))
+
+
+def _own_candidates(rows: int, columns: int, block: int, gathered: bool, like: Tensor) -> Tensor:
+    """(rows, columns) index of each row's own positive and negatives among the candidates: column c's block starts
+    at c x block, and this process's rows within it at rank x rows when gathered."""
+    offset = get_rank() * rows if gathered else 0
+    base = torch.arange(rows, device=like.device) + offset
+    return torch.stack([base + c * block for c in range(columns)], dim=1)
 
 
 def _local_candidates(scores: Tensor, columns: int, rows: int) -> Tensor:
@@ -303,7 +345,8 @@ class CachedM3UnifiedLoss(CachedLossMixin, M3UnifiedLoss):
         super().__init__(model, **kwargs)
         self.mini_batch_size = mini_batch_size
         self.dense_dim = model.get_embedding_dimension()
-        colbert = model.m3_heads.colbert_linear if model.m3_heads is not None else None
+        heads = getattr(model, "m3_heads", None)
+        colbert = heads.colbert_linear if heads is not None else None
         self.colbert_dim = colbert.out_features if colbert is not None else 0
         self._inputs: list[tuple[Tensor, Tensor]] = []  # (input_ids, attention_mask) of each first-pass mini-batch
 
@@ -323,7 +366,7 @@ class CachedM3UnifiedLoss(CachedLossMixin, M3UnifiedLoss):
         features = _text_minibatch(sentence_feature, begin, end)
         with nullcontext() if random_state is None else random_state, nullcontext() if with_grad else torch.no_grad():
             random_state = RandContext(*features.values()) if copy_random_state else None
-            out = self.model(features, m3_outputs=True)
+            out = self.model(features, m3_outputs=self.heads != ["dense"])
         if not with_grad:
             self._inputs.append((features["input_ids"], features["attention_mask"]))
         parts = [out["sentence_embedding"]]
@@ -338,7 +381,7 @@ class CachedM3UnifiedLoss(CachedLossMixin, M3UnifiedLoss):
     ) -> Tensor:
         inputs = iter(self._inputs)
         columns = [_Reps.cat([self._unpack(packed, *next(inputs)) for packed in column]) for column in reps]
-        loss = self.unified_loss(columns[0], columns[1:])
+        loss = self.unified_loss(columns[0], columns[1:], self._teacher(labels, len(columns) - 1))
         if with_backward:
             loss.backward()
             loss = loss.detach()
@@ -350,10 +393,7 @@ class CachedM3UnifiedLoss(CachedLossMixin, M3UnifiedLoss):
         reps = _Reps(dense=packed[:, : self.dense_dim])
         offset = self.dense_dim
         if "sparse" in self.heads:
-            weights = packed[:, offset : offset + tokens]
-            reps.sparse = weights.new_zeros(weights.size(0), self.vocab_size).scatter_reduce(
-                1, input_ids, weights, reduce="amax", include_self=True
-            )
+            reps.sparse = lexical_vectors(packed[:, offset : offset + tokens], input_ids, self.vocab_size)
             offset += tokens
         if "colbert" in self.heads:
             reps.colbert = packed[:, offset:].reshape(packed.size(0), tokens - 1, self.colbert_dim)

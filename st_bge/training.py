@@ -21,6 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from st_bge.batching import TokenBudgetBatchSampler, padding_report, random_batches
 from st_bge.config import ModelArguments, Recipe, check_output_dir
 from st_bge.data import TrainingData, load_training_data
+from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.preparation import PreparedData, enforce_verdict, prepare_data
 from st_bge.errors import ConfigError
 from st_bge.evaluation import RanxRetrievalEvaluator, RetrievalComparison, compare_modes
@@ -78,6 +79,7 @@ def train(recipe: Recipe) -> TrainResult:
     set_seed(args.seed)
     data = load_training_data(recipe.data)
     _check_evaluation_settings(recipe, data)
+    _check_teacher_scores(recipe, data)
 
     model = load_model(recipe.model, as_m3=is_m3_loss(recipe.loss) or recipe.loss.m3_add_heads)
     if is_m3_loss(recipe.loss) and not recipe.loss.m3_add_heads:
@@ -306,6 +308,23 @@ def _check_evaluation_settings(recipe: Recipe, data: TrainingData) -> None:
             f"load_best_model_at_end selects checkpoints by metric_for_best_model, which must be a ranx metric such "
             f"as 'eval_{EVALUATOR_NAME}_{recipe.evaluation.eval_primary_metric}', not '{args.metric_for_best_model}'"
         )
+
+
+def _check_teacher_scores(recipe: Recipe, data: TrainingData) -> None:
+    """A distillation loss needs every source's teacher scores, and a loss without one must not see them (the
+    Trainer would hand the scores to it as labels)."""
+    sets = data.train_sets
+    for name, rows in sets.items():
+        has_scores = SCORES_COLUMN in rows.column_names
+        if recipe.loss.kd_loss != "none" and not has_scores:
+            raise ConfigError(
+                f"kd_loss '{recipe.loss.kd_loss}' needs a teacher's scores, which {name} has not: FlagEmbedding lines "
+                "with pos_scores / neg_scores (st-bge data score --score_cross_encoder <reranker> writes them)"
+            )
+        if recipe.loss.kd_loss == "none" and has_scores:
+            logger.info("%s: teacher scores present and unused (set kd_loss to distil them)", name)
+            sets[name] = rows.remove_columns(SCORES_COLUMN)
+    data.replace_train_sets(sets)
 
 
 def _load_guide(recipe: Recipe, model: SentenceTransformer) -> SentenceTransformer:

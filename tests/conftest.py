@@ -182,6 +182,22 @@ def tiny_xlmr_path(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def m3_no_dropout_path(tiny_xlmr_path, tmp_path_factory) -> Path:
+    """The tiny BGE-M3 with its weights redrawn wider (`redraw_weights`: gradients far from zero, so that comparing
+    them says something) and without dropout (two implementations then see the very same forward pass)."""
+    from st_bge.m3 import BGEM3Model
+
+    folder = tmp_path_factory.mktemp("m3") / "tiny-bge-m3-no-dropout"
+    model = BGEM3Model(str(tiny_xlmr_path))
+    redraw_weights(model, seed=5)
+    model.save(str(folder))
+    config = json.loads((folder / "config.json").read_text())
+    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
 def m3_head_states(hidden: int, seed: int, colbert_dim: int | None = None) -> dict[str, dict[str, torch.Tensor]]:
     """State dicts of BGE-M3 heads that give every mode something to score: ColBERT weights of std 0.3, and a sparse
     head whose positive bias gives most tokens a weight (nn.Linear's default init leaves many texts with none)."""

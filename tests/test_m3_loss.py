@@ -2,49 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 import torch
-from conftest import NO_EVAL_DURING_TRAINING, RECIPES, TOPICS, assert_same_m3_outputs, flags, train_two_steps
+from conftest import NO_EVAL_DURING_TRAINING, RECIPES, assert_same_m3_outputs, flags, train_two_steps
+from m3_batch import NEGATIVES, PAIRS, POSITIVES, QUERIES, ROWS, assert_same, columns
 
 from st_bge.config import parse_recipe
 from st_bge.m3 import BGEM3Model
 from st_bge.m3_loss import CachedM3UnifiedLoss, M3UnifiedLoss, colbert_scores
 from st_bge.training import train
-
-PAIRS = list(TOPICS.values())
-ROWS, GROUP = 4, 3  # 4 queries, each with its positive and 2 hard negatives
-QUERIES = [query for query, _ in PAIRS[:ROWS]]
-POSITIVES = [code for _, code in PAIRS[:ROWS]]
-NEGATIVES = [[PAIRS[(i + k + 1) % len(PAIRS)][1] for k in range(GROUP - 1)] for i in range(ROWS)]
-# float32 sums in other orders (FlagEmbedding's grouped candidates, the cached replay); at temperature 0.02 the
-# gradients reach ~10, so an absolute tolerance scaled to them.
-LOSS_TOL, GRAD_RTOL, GRAD_ATOL = 2e-5, 1e-4, 1e-4
-
-
-@pytest.fixture(scope="module")
-def m3_folder(tiny_xlmr_path, tmp_path_factory):
-    """The tiny BGE-M3 without dropout, so that two implementations see the very same forward pass."""
-    folder = tmp_path_factory.mktemp("m3") / "tiny-bge-m3-no-dropout"
-    shutil.copytree(tiny_xlmr_path, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
-
-
-def tokenize(model, texts, length=None):
-    if length is None:  # each column padded to its own longest text, as the Trainer's collator does
-        return dict(model.tokenizer(texts, padding=True, return_tensors="pt"))
-    return dict(model.tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt"))
-
-
-def columns(model, length=None):
-    """(anchor, positive, negative_1, negative_2) features."""
-    negatives = [tokenize(model, [group[k] for group in NEGATIVES], length) for k in range(GROUP - 1)]
-    return [tokenize(model, QUERIES, length), tokenize(model, POSITIVES, length), *negatives]
 
 
 def ours(folder, loss_class=M3UnifiedLoss, length=None, **kwargs):
@@ -86,26 +52,15 @@ def flagembedding(folder, **kwargs):
     }
 
 
-def assert_same(a, b):
-    (loss_a, grads_a), (loss_b, grads_b) = a, b
-    assert loss_a == pytest.approx(loss_b, abs=LOSS_TOL)
-    assert grads_a.keys() == grads_b.keys() and len(grads_a) > 30
-    for name, grad in grads_a.items():
-        torch.testing.assert_close(
-            grad, grads_b[name], rtol=GRAD_RTOL, atol=GRAD_ATOL, msg=lambda m, n=name: f"{n}: {m}"
-        )
-    assert max(g.abs().max().item() for g in grads_a.values()) > 100 * GRAD_ATOL  # not vacuous
-
-
 @pytest.mark.parametrize("self_distill", [False, True])
-def test_loss_and_gradients_equal_flagembeddings_training_model(m3_folder, self_distill):
+def test_loss_and_gradients_equal_flagembeddings_training_model(m3_no_dropout_path, self_distill):
     # FlagEmbedding distils when its step counter (0 here) exceeds self_distill_start_step: -1 distils now.
-    reference = flagembedding(m3_folder, use_self_distill=self_distill, self_distill_start_step=-1)
-    mine = ours(m3_folder, length=48, self_distill=self_distill, flagembedding_compatible=True)
+    reference = flagembedding(m3_no_dropout_path, use_self_distill=self_distill, self_distill_start_step=-1)
+    mine = ours(m3_no_dropout_path, length=48, self_distill=self_distill, flagembedding_compatible=True)
     assert_same(mine, reference)
     for mini_batch_size in (1, 3):  # the cached loss too, split into mini-batches
         cached = ours(
-            m3_folder,
+            m3_no_dropout_path,
             CachedM3UnifiedLoss,
             length=48,
             mini_batch_size=mini_batch_size,
@@ -115,9 +70,9 @@ def test_loss_and_gradients_equal_flagembeddings_training_model(m3_folder, self_
         assert_same(cached, reference)
 
 
-def test_cached_equals_uncached_with_per_column_padding(m3_folder):
+def test_cached_equals_uncached_with_per_column_padding(m3_no_dropout_path):
     """st-bge's default mode, each column and mini-batch padded to its own longest text (the cached loss trims)."""
-    assert_same(ours(m3_folder, CachedM3UnifiedLoss, mini_batch_size=2), ours(m3_folder))
+    assert_same(ours(m3_no_dropout_path, CachedM3UnifiedLoss, mini_batch_size=2), ours(m3_no_dropout_path))
 
 
 def test_colbert_scores_by_hand():
@@ -131,8 +86,8 @@ def test_colbert_scores_by_hand():
     assert padded.tolist() == [pytest.approx([0.0, 0.8])]
 
 
-def test_self_distillation_starts_at_its_step(m3_folder):
-    model = BGEM3Model(str(m3_folder))
+def test_self_distillation_starts_at_its_step(m3_no_dropout_path):
+    model = BGEM3Model(str(m3_no_dropout_path))
     features = columns(model)
     loss = M3UnifiedLoss(model, self_distill_start_step=1)
     with torch.no_grad():

@@ -43,6 +43,10 @@ class TrainingData:
         """The training rows by source name (one entry for a single source)."""
         return dict(self.train) if isinstance(self.train, DatasetDict) else {self.source: self.train}
 
+    def replace_train_sets(self, sets: dict[str, Dataset]) -> None:
+        """New rows for every source (e.g. mined), keeping the single-source / mixture shape."""
+        self.train = DatasetDict(sets) if isinstance(self.train, DatasetDict) else next(iter(sets.values()))
+
     def summary(self) -> dict[str, object]:
         """Sizes and columns only (no text), safe for a public model card and the logs."""
         summary: dict[str, object] = {"source": self.source, "format": self.format}

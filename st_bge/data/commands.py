@@ -1,4 +1,4 @@
-"""`st-bge data check` and `st-bge data mine`: the data stage of a training recipe, run on its own.
+"""`st-bge data check`, `st-bge data mine` and `st-bge data score`: the data stage of a training recipe, on its own.
 
 Both read the data exactly as `st-bge train` would (same recipe, same flags) and go through the same
 `prepare_data`, so a clean `data check` means training starts on the same rows.
@@ -46,6 +46,36 @@ def mine_data(recipe: Recipe) -> Path:
     print(prepared.to_markdown())
     files = ", ".join(f"{name}.jsonl" for name in names.values())
     print(f"\nWritten to {output_dir}: {files} (train on it with dataset_name_or_path), mining and quality reports")
+    return output_dir
+
+
+def score_data(recipe: Recipe) -> Path:
+    """Score the recipe's training rows with a teacher cross-encoder; write FlagEmbedding lines with `pos_scores` /
+    `neg_scores` per source (train on them with `kd_loss`) and `score_report.json`.
+
+    Raises:
+        ConfigError: no teacher is named, or `score_output_dir` already has files (without --overwrite_output_dir).
+    """
+    from st_bge.data.scoring import load_teacher, score_rows, write_scored
+    from st_bge.markdown import markdown_table
+
+    output_dir = Path(recipe.scoring.score_output_dir)
+    check_output_dir(output_dir, overwrite=recipe.training.overwrite_output_dir)
+    teacher = load_teacher(recipe.scoring)
+    data = load_training_data(recipe.data)
+    names = source_names(list(data.train_sets))
+    scored = {source: score_rows(rows, teacher, recipe.scoring) for source, rows in data.train_sets.items()}
+    paths = write_scored(scored, output_dir, names)
+    summaries = {names[source]: result.summary() for source, result in scored.items()}
+    keys = list(next(iter(summaries.values())))
+    print(
+        markdown_table(
+            ["Source", *keys], [[name, *(summary.get(k, "") for k in keys)] for name, summary in summaries.items()]
+        )
+    )
+    print(
+        f"\nWritten to {output_dir}: {', '.join(p.name for p in paths)} (train on it with kd_loss), score_report.json"
+    )
     return output_dir
 
 

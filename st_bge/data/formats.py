@@ -4,6 +4,8 @@ Three record shapes are understood here (BEIR folders and LlamaIndex files are i
 - 'pairs': one record per training row, with columns named by `column_mapping`
   (default: `anchor`, `positive` and any `negative*` columns);
 - 'flagembedding': FlagEmbedding's `{"query": str, "pos": [str, ...], "neg": [str, ...]}`, one row per positive;
+  with a teacher's `pos_scores` / `neg_scores` (a number per positive / negative, e.g. from `st-bge data score`)
+  the rows also get `scores` = [its positive's score, its negatives' scores], the labels of distillation losses;
 - 'rag_logs': a RAG system's retrieval log, one line per query with what it retrieved, in rank order, and which
   documents the user found helpful: `{"query": str, "retrieved": [{"text": str, "helpful": bool}, ...]}`.
   Helpful documents are positives; unhelpful ones ranked `RAG_LOG_FIRST_NEGATIVE_RANK` or lower are negatives.
@@ -11,8 +13,10 @@ Three record shapes are understood here (BEIR folders and LlamaIndex files are i
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -24,6 +28,9 @@ from st_bge.errors import DataError
 logger = logging.getLogger(__name__)
 
 FLAGEMBEDDING_KEYS = ("query", "pos")
+SCORE_KEYS = ("pos_scores", "neg_scores")
+# The teacher scores' column: sentence-transformers hands a column of this name to the loss as its labels.
+SCORES_COLUMN = "scores"
 RAG_LOG_KEYS = ("query", "retrieved")
 # FlagEmbedding's default train_group_size is 8: one positive and seven negatives per query.
 DEFAULT_MAX_NEGATIVES = 7
@@ -41,6 +48,8 @@ class QueryGroup:
     positives: list[str]
     negatives: list[str]
     negatives_field: str
+    positive_scores: list[float] | None = None
+    negative_scores: list[float] | None = None
 
 
 def detect_format(records: Records) -> str:
@@ -110,21 +119,31 @@ def flagembedding_to_dataset(records: Records, num_negatives: int | None = None)
     """Rows of (anchor, positive, negative_1..n) from FlagEmbedding lines: one row per positive.
 
     Args:
-        records: `{"query", "pos", "neg"}` records (`prompt`, `type`, `*_scores` fields are ignored).
+        records: `{"query", "pos", "neg"}` records, with `pos_scores` / `neg_scores` if the first record has them
+            (then every record must); `prompt` and `type` are ignored.
         num_negatives: Hard negatives per row; default: the fewest any record has (so every row is complete), at
             most `DEFAULT_MAX_NEGATIVES`.
 
     Raises:
-        DataError: a missing or empty field, or a record with fewer negatives than `num_negatives`.
+        DataError: a missing or empty field, a record with fewer negatives than `num_negatives`, or teacher scores
+            that are not one number per positive / negative.
     """
+    with_scores = any(key in records.rows[0].values for key in SCORE_KEYS)
     groups = []
     for record in records.rows:
-        values = record.values
-        _require(records.source, record.line, values, FLAGEMBEDDING_KEYS)
-        query = _text(records.source, record.line, "query", values["query"])
-        positives = _text_list(records.source, record.line, "pos", values["pos"])
-        negatives = _text_list(records.source, record.line, "neg", values.get("neg", []), allow_empty=True)
-        groups.append(QueryGroup(record.line, query, positives, negatives, negatives_field="neg"))
+        values, line = record.values, record.line
+        _require(records.source, line, values, FLAGEMBEDDING_KEYS + (SCORE_KEYS if with_scores else ()))
+        query = _text(records.source, line, "query", values["query"])
+        positives = _text_list(records.source, line, "pos", values["pos"])
+        negatives = _text_list(records.source, line, "neg", values.get("neg", []), allow_empty=True)
+        group = QueryGroup(line, query, positives, negatives, negatives_field="neg")
+        if with_scores:
+            group = dataclasses.replace(
+                group,
+                positive_scores=_scores(records.source, line, "pos_scores", values["pos_scores"], len(positives)),
+                negative_scores=_scores(records.source, line, "neg_scores", values["neg_scores"], len(negatives)),
+            )
+        groups.append(group)
     return groups_to_dataset(records.source, groups, num_negatives)
 
 
@@ -179,8 +198,11 @@ def groups_to_dataset(source: str, groups: list[QueryGroup], num_negatives: int 
     """
     if num_negatives is None:
         num_negatives = min(DEFAULT_MAX_NEGATIVES, *(len(group.negatives) for group in groups))
-    data: dict[str, list[str]] = {"anchor": [], "positive": []}
+    data: dict[str, list] = {"anchor": [], "positive": []}
     data.update({f"negative_{i}": [] for i in range(1, num_negatives + 1)})
+    with_scores = groups[0].positive_scores is not None
+    if with_scores:
+        data[SCORES_COLUMN] = []
     for group in groups:
         if len(group.negatives) < num_negatives:
             raise DataError(
@@ -189,11 +211,13 @@ def groups_to_dataset(source: str, groups: list[QueryGroup], num_negatives: int 
                 line=group.line,
                 field=group.negatives_field,
             )
-        for positive in group.positives:
+        for index, positive in enumerate(group.positives):
             data["anchor"].append(group.query)
             data["positive"].append(positive)
             for i in range(num_negatives):
                 data[f"negative_{i + 1}"].append(group.negatives[i])
+            if with_scores:
+                data[SCORES_COLUMN].append([group.positive_scores[index], *group.negative_scores[:num_negatives]])
     return Dataset.from_dict(data)
 
 
@@ -242,6 +266,19 @@ def _text(source: str, line: int, field: str, value: object) -> str:
     if not value.strip():
         raise DataError(source, "empty text", line=line, field=field)
     return value
+
+
+def _scores(source: str, line: int, field: str, value: object, count: int) -> list[float]:
+    """A teacher's scores: a list of `count` numbers (one per text of the matching field)."""
+    texts = "positives" if field == "pos_scores" else "negatives"
+    if not isinstance(value, list):
+        raise DataError(source, f"expected a list of numbers, got {type(value).__name__}", line=line, field=field)
+    if len(value) != count:
+        raise DataError(source, f"{len(value)} scores for {count} {texts}: one score per text", line=line, field=field)
+    for i, score in enumerate(value):
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise DataError(source, f"expected a number, got {score!r}", line=line, field=f"{field}[{i}]")
+    return [float(score) for score in value]
 
 
 def _text_list(source: str, line: int, field: str, value: object, *, allow_empty: bool = False) -> list[str]:

@@ -12,11 +12,11 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from datasets import DatasetDict
 from sentence_transformers import SentenceTransformer
 
 from st_bge.config import MiningArguments, QualityArguments
 from st_bge.data import TrainingData
+from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.mining import MiningResult, mine_negatives
 from st_bge.data.quality import QualityReport, check_quality
 from st_bge.errors import DataError
@@ -84,6 +84,13 @@ def prepare_data(
     if mine:
         if model is None:
             raise DataError(data.source, "mining hard negatives needs a model: set model_name_or_path")
+        scored = [name for name, rows in data.train_sets.items() if SCORES_COLUMN in rows.column_names]
+        if scored:
+            raise DataError(
+                scored[0],
+                "has a teacher's pos_scores / neg_scores for its own negatives, which mining would replace: turn "
+                "mine_hard_negatives off, or mine first and score the mined rows (st-bge data score)",
+            )
         prepared.mining = _mine(data, model, mining)
     if quality.data_check != "off":
         prepared.quality = {
@@ -124,8 +131,7 @@ def _mine(data: TrainingData, model: SentenceTransformer, args: MiningArguments)
         name: mine_negatives(rows, model, args, corpus=data.corpora.get(name), source=name)
         for name, rows in data.train_sets.items()
     }
-    mined = {name: result.dataset for name, result in results.items()}
-    data.train = DatasetDict(mined) if isinstance(data.train, DatasetDict) else next(iter(mined.values()))
+    data.replace_train_sets({name: result.dataset for name, result in results.items()})
     return results
 
 

@@ -399,7 +399,12 @@ class _Columns:
 
     @classmethod
     def of(cls, train: Dataset, norm: _Normalised) -> _Columns:
-        raw = train.to_dict()  # column -> list, straight from Arrow (iterating a column goes row by row)
+        texts = [
+            column
+            for column in train.column_names
+            if column in ("anchor", "positive") or column.startswith("negative")
+        ]
+        raw = train.select_columns(texts).to_dict()  # column -> list, straight from Arrow (not row by row)
         return cls(raw, {column: [norm[text] for text in texts] for column, texts in raw.items()})
 
     @property

@@ -75,6 +75,7 @@ class RanxRetrievalEvaluator(BaseEvaluator):
             self.modes,
             top_k=self.top_k,
             batch_size=self.batch_size,
+            show_progress_bar=False,  # inside training: the Trainer's bar is the one to watch
             hybrid_weights=self.hybrid_weights,
             colbert_max_memory_mb=self.colbert_max_memory_mb,
         )

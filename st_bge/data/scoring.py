@@ -1,0 +1,147 @@
+"""A teacher's scores for the training rows: a cross-encoder (reranker) scores every (query, positive) and
+(query, negative) pair, for knowledge distillation (`kd_loss`), as FlagEmbedding's `scripts/add_reranker_score.py`
+does for its `pos_scores` / `neg_scores`.
+
+Scores are cached on disk like mined negatives, keyed by the teacher's weights, the pairs and the settings, so a
+second run (or the same pairs in another recipe) does not score again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+from sentence_transformers import CrossEncoder
+
+from st_bge.config import ScoringArguments
+from st_bge.data.formats import SCORES_COLUMN
+from st_bge.errors import ConfigError
+from st_bge.evaluation.cache import default_cache_dir, model_fingerprint, texts_fingerprint
+
+logger = logging.getLogger(__name__)
+
+REPORT_FILE = "score_report.json"
+
+
+@dataclass
+class ScoredRows:
+    """A source's rows with their teacher scores (`scores`: [positive, negatives...] per row) and a summary."""
+
+    rows: Dataset
+    from_cache: bool
+
+    def summary(self) -> dict[str, object]:
+        scores = torch.tensor(self.rows[SCORES_COLUMN])
+        positives, negatives = scores[:, 0], scores[:, 1:]
+        summary: dict[str, object] = {
+            "rows": len(self.rows),
+            "pairs_scored": scores.numel(),
+            "from_cache": self.from_cache,
+            "positive_mean": float(positives.mean()),
+        }
+        if negatives.numel():
+            summary["negative_mean"] = float(negatives.mean())
+            # How often the teacher disagrees with the labels: a negative scored above its own positive.
+            summary["rows_with_a_negative_above_the_positive"] = int((negatives > positives[:, None]).any(1).sum())
+        return summary
+
+    def to_flagembedding(self) -> list[dict[str, object]]:
+        """One FlagEmbedding line per row: `{query, pos, neg, pos_scores, neg_scores}`."""
+        negatives = [column for column in self.rows.column_names if column.startswith("negative")]
+        lines = []
+        for row in self.rows:
+            lines.append(
+                {
+                    "query": row["anchor"],
+                    "pos": [row["positive"]],
+                    "neg": [row[column] for column in negatives],
+                    "pos_scores": [row[SCORES_COLUMN][0]],
+                    "neg_scores": row[SCORES_COLUMN][1:],
+                }
+            )
+        return lines
+
+
+def load_teacher(args: ScoringArguments) -> CrossEncoder:
+    """The cross-encoder that scores.
+
+    Raises:
+        ConfigError: no teacher is named, or it cannot be loaded.
+    """
+    from st_bge.modeling import resolve_model_path
+
+    if not args.score_cross_encoder:
+        raise ConfigError("scoring needs a teacher: set score_cross_encoder (e.g. BAAI/bge-reranker-v2-m3)")
+    try:
+        return CrossEncoder(resolve_model_path(args.score_cross_encoder), max_length=args.score_max_length)
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"score_cross_encoder '{args.score_cross_encoder}': cannot load it ({error})") from None
+
+
+def score_rows(rows: Dataset, teacher: CrossEncoder, args: ScoringArguments) -> ScoredRows:
+    """`rows` (anchor, positive, negative_1..n) with a `scores` column: the teacher's score of each row's
+    (anchor, positive) and (anchor, negative_i) pair; an existing `scores` column is replaced."""
+    texts = [
+        column for column in rows.column_names if column in ("anchor", "positive") or column.startswith("negative")
+    ]
+    rows = rows.select_columns(texts)
+    candidates = texts[1:]
+    pairs = [(row["anchor"], row[column]) for row in rows for column in candidates]
+    entry = _cache_entry(args, teacher, pairs)
+    if entry is not None and entry.is_file():
+        logger.info("Teacher scores from cache: %s", entry)
+        scores, from_cache = torch.load(entry, weights_only=True), True
+    else:
+        activation = torch.nn.Sigmoid() if args.score_normalize else torch.nn.Identity()
+        scores = (
+            teacher.predict(
+                pairs,
+                batch_size=args.score_batch_size,
+                activation_fn=activation,
+                convert_to_tensor=True,
+                show_progress_bar=True,
+            )
+            .float()
+            .cpu()
+        )
+        from_cache = False
+        if entry is not None:
+            entry.parent.mkdir(parents=True, exist_ok=True)
+            partial = entry.with_suffix(".partial")
+            torch.save(scores, partial)
+            partial.replace(entry)
+    table = scores.view(len(rows), len(candidates)).tolist()
+    return ScoredRows(rows.add_column(SCORES_COLUMN, table), from_cache=from_cache)
+
+
+def write_scored(scored: dict[str, ScoredRows], output_dir: Path, names: dict[str, str]) -> list[Path]:
+    """`<source>.jsonl` per source (FlagEmbedding lines) and `score_report.json`."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for source, result in scored.items():
+        path = output_dir / f"{names[source]}.jsonl"
+        with path.open("w", encoding="utf-8") as file:
+            for line in result.to_flagembedding():
+                file.write(json.dumps(line, ensure_ascii=False) + "\n")
+        paths.append(path)
+    report = {names[source]: result.summary() for source, result in scored.items()}
+    (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return paths
+
+
+def default_scores_cache_dir() -> Path:
+    """`scores` beside the embedding cache: `$ST_BGE_CACHE/scores`, else `~/.cache/st-bge/scores`."""
+    return default_cache_dir().parent / "scores"
+
+
+def _cache_entry(args: ScoringArguments, teacher: CrossEncoder, pairs: list[tuple[str, str]]) -> Path | None:
+    if not args.score_use_cache:
+        return None
+    settings = json.dumps({"max_length": args.score_max_length, "normalize": args.score_normalize}, sort_keys=True)
+    key = texts_fingerprint([q for q, _ in pairs], [d for _, d in pairs], [settings])
+    folder = Path(args.score_cache_dir) if args.score_cache_dir else default_scores_cache_dir()
+    return folder / f"{model_fingerprint(teacher)}-{key}.pt"
