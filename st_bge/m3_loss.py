@@ -38,7 +38,8 @@ from sentence_transformers.util import all_gather_padded, all_gather_with_grad, 
 from torch import Tensor, nn
 from transformers import TrainerCallback
 
-from st_bge.m3 import BGEM3Model, lexical_vectors
+from st_bge.lexical import LexicalEntries, lexical_scores
+from st_bge.m3 import BGEM3Model
 
 HEADS = ("dense", "sparse", "colbert")
 M3_ENSEMBLE_WEIGHTS = (1.0, 0.3, 1.0)
@@ -58,26 +59,20 @@ M3_CITATION = """
 
 @dataclass
 class _Reps:
-    """One column's representations: dense (n, h); lexical vectors (n, vocabulary); ColBERT (n, t, d) + mask."""
+    """One column's representations: dense (n, h); lexical vectors as entries; ColBERT vectors as parts (one per
+    mini-batch, each (n_i, t_i, d) with its mask), scored part by part so that no padded copy of them is made."""
 
     dense: Tensor
-    sparse: Tensor | None = None
-    colbert: Tensor | None = None
-    colbert_mask: Tensor | None = None
+    sparse: LexicalEntries | None = None
+    colbert: list[tuple[Tensor, Tensor]] | None = None
 
     @staticmethod
     def cat(parts: Sequence[_Reps]) -> _Reps:
-        """Rows of several parts in order; ColBERT is padded to the longest part."""
-        colbert = colbert_mask = None
-        if parts[0].colbert is not None:
-            width = max(part.colbert.size(1) for part in parts)
-            colbert = torch.cat([F.pad(p.colbert, (0, 0, 0, width - p.colbert.size(1))) for p in parts])
-            colbert_mask = torch.cat([F.pad(p.colbert_mask, (0, width - p.colbert_mask.size(1))) for p in parts])
+        """The rows of several parts, in order."""
         return _Reps(
             dense=torch.cat([part.dense for part in parts]),
-            sparse=torch.cat([part.sparse for part in parts]) if parts[0].sparse is not None else None,
-            colbert=colbert,
-            colbert_mask=colbert_mask,
+            sparse=LexicalEntries.cat([part.sparse for part in parts]) if parts[0].sparse is not None else None,
+            colbert=[piece for part in parts for piece in part.colbert] if parts[0].colbert is not None else None,
         )
 
 
@@ -177,9 +172,9 @@ class M3UnifiedLoss(nn.Module):
     def _reps(self, out: dict[str, Tensor], features: dict[str, Tensor]) -> _Reps:
         reps = _Reps(dense=out["sentence_embedding"])
         if "sparse" in self.heads:
-            reps.sparse = lexical_vectors(out["token_weights"], features["input_ids"], self.vocab_size)
+            reps.sparse = LexicalEntries.from_tokens(out["token_weights"], features["input_ids"])
         if "colbert" in self.heads:
-            reps.colbert, reps.colbert_mask = out["colbert_vectors"], out["colbert_mask"]
+            reps.colbert = [(out["colbert_vectors"], out["colbert_mask"])]
         return reps
 
     def unified_loss(
@@ -241,21 +236,28 @@ class M3UnifiedLoss(nn.Module):
         if head == "dense":
             return _Reps(dense=all_gather_with_grad(column.dense))
         if head == "sparse":
-            return _Reps(dense=column.dense, sparse=all_gather_with_grad(column.sparse))
-        colbert, mask = all_gather_padded(column.colbert, column.colbert_mask, with_grad=True)
-        return _Reps(dense=column.dense, colbert=colbert, colbert_mask=mask)
+            return _Reps(dense=column.dense, sparse=column.sparse.gathered())
+        width = max(vectors.size(1) for vectors, _ in column.colbert)  # one part, padded: gathered in rank order
+        vectors = torch.cat([F.pad(v, (0, 0, 0, width - v.size(1))) for v, _ in column.colbert])
+        mask = torch.cat([F.pad(m, (0, width - m.size(1))) for _, m in column.colbert])
+        return _Reps(dense=column.dense, colbert=[all_gather_padded(vectors, mask, with_grad=True)])
 
     def _scores(self, queries: _Reps, candidates: _Reps, head: str) -> Tensor:
         if head == "dense":
             return queries.dense @ candidates.dense.T
         if head == "sparse":
-            return queries.sparse @ candidates.sparse.T
-        return colbert_scores(
-            queries.colbert,
-            queries.colbert_mask,
-            candidates.colbert,
-            candidates.colbert_mask,
-            count_padding=self.flagembedding_compatible,
+            return lexical_scores(queries.sparse, candidates.sparse, self.vocab_size)
+        return torch.cat(
+            [
+                torch.cat(
+                    [
+                        colbert_scores(q, q_mask, c, c_mask, count_padding=self.flagembedding_compatible)
+                        for c, c_mask in candidates.colbert
+                    ],
+                    dim=1,
+                )
+                for q, q_mask in queries.colbert
+            ]
         )
 
     def get_config_dict(self) -> dict[str, Any]:
@@ -393,11 +395,11 @@ class CachedM3UnifiedLoss(CachedLossMixin, M3UnifiedLoss):
         reps = _Reps(dense=packed[:, : self.dense_dim])
         offset = self.dense_dim
         if "sparse" in self.heads:
-            reps.sparse = lexical_vectors(packed[:, offset : offset + tokens], input_ids, self.vocab_size)
+            reps.sparse = LexicalEntries.from_tokens(packed[:, offset : offset + tokens], input_ids)
             offset += tokens
         if "colbert" in self.heads:
-            reps.colbert = packed[:, offset:].reshape(packed.size(0), tokens - 1, self.colbert_dim)
-            reps.colbert_mask = attention_mask[:, 1:]
+            vectors = packed[:, offset:].reshape(packed.size(0), tokens - 1, self.colbert_dim)
+            reps.colbert = [(vectors, attention_mask[:, 1:])]
         return reps
 
     def get_config_dict(self) -> dict[str, Any]:
