@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from sentence_transformers.base.losses import CachedLossMixin, RandContext
 from sentence_transformers.util import all_gather_padded, all_gather_with_grad, get_rank
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 from transformers import TrainerCallback
 
 from st_bge.lexical import LexicalEntries, lexical_scores
@@ -315,17 +316,33 @@ def colbert_scores(
 ) -> Tensor:
     """(queries, candidates) ColBERT scores: per query vector the best similarity to a candidate's vectors, averaged
     over the query's real vectors. Candidate padding is ignored, or (`count_padding`, FlagEmbedding's training
-    scores) counts as similarity 0. Computed in chunks of candidates: autograd keeps only the arg-max indices."""
+    scores) counts as similarity 0.
+
+    Computed in chunks of candidates, each recomputed in the backward pass (activation checkpointing) rather than
+    keeping its best matches: what autograd holds is the inputs and the (queries, chunk) scores, not queries x query
+    tokens x candidates indices, which grew with the square of the batch.
+    """
     scores = []
     chunk = max(1, COLBERT_CHUNK_ELEMENTS // max(1, queries.size(0) * queries.size(1) * candidates.size(1)))
     for start in range(0, candidates.size(0), chunk):
-        similarities = torch.einsum("qin,pjn->qipj", queries, candidates[start : start + chunk])
-        if not count_padding:
-            padding = ~candidate_mask[start : start + chunk].bool()
-            similarities = similarities.masked_fill(padding[None, None], torch.finfo(similarities.dtype).min)
-        best = similarities.max(dim=-1).values * query_mask[:, :, None]  # padded query vectors count 0
-        scores.append(best.sum(dim=1))
+        block = (queries, query_mask, candidates[start : start + chunk], candidate_mask[start : start + chunk])
+        if torch.is_grad_enabled() and (queries.requires_grad or candidates.requires_grad):
+            scores.append(checkpoint(_colbert_block, *block, count_padding, use_reentrant=False))
+        else:
+            scores.append(_colbert_block(*block, count_padding))
     return torch.cat(scores, dim=1) / query_mask.sum(dim=1, keepdim=True).clamp(min=1)
+
+
+def _colbert_block(
+    queries: Tensor, query_mask: Tensor, candidates: Tensor, candidate_mask: Tensor, count_padding: bool
+) -> Tensor:
+    """Sum over each query's vectors of the best similarity to each candidate's (not yet divided by their count)."""
+    similarities = torch.einsum("qin,pjn->qipj", queries, candidates)
+    if not count_padding:
+        padding = ~candidate_mask.bool()
+        similarities = similarities.masked_fill(padding[None, None], torch.finfo(similarities.dtype).min)
+    best = similarities.max(dim=-1).values * query_mask[:, :, None]  # padded query vectors count 0
+    return best.sum(dim=1)
 
 
 class CachedM3UnifiedLoss(CachedLossMixin, M3UnifiedLoss):

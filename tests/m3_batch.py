@@ -38,3 +38,35 @@ def assert_same(a, b):
             grad, grads_b[name], rtol=GRAD_RTOL, atol=GRAD_ATOL, msg=lambda m, n=name: f"{n}: {m}"
         )
     assert max(g.abs().max().item() for g in grads_a.values()) > 100 * GRAD_ATOL  # not vacuous
+
+
+def flagembedding(folder, teacher_scores=None, **kwargs):
+    """Loss and gradients of FlagEmbedding 1.4.2's own BGE-M3 training model (it builds on the CPU, no DeepSpeed
+    needed) on the same batch, grouped as it groups passages (each query's positive, then its negatives), 48 tokens
+    each. `kwargs` go to `EncoderOnlyEmbedderM3Model` (unified fine-tuning unless they say otherwise)."""
+    from FlagEmbedding.finetune.embedder.encoder_only.m3 import EncoderOnlyEmbedderM3Model, EncoderOnlyEmbedderM3Runner
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    settings = {"temperature": 0.02, "normalize_embeddings": True, "sentence_pooling_method": "cls"}
+    model = EncoderOnlyEmbedderM3Model(
+        EncoderOnlyEmbedderM3Runner.get_model(str(folder)),
+        tokenizer=tokenizer,
+        **{**settings, "unified_finetuning": True, **kwargs},
+    )
+    model.train()
+    passages = [text for i in range(ROWS) for text in [POSITIVES[i], *NEGATIVES[i]]]
+    batch = {"padding": "max_length", "max_length": 48, "truncation": True, "return_tensors": "pt"}
+    output = model(
+        queries=dict(tokenizer(QUERIES, **batch)),
+        passages=dict(tokenizer(passages, **batch)),
+        teacher_scores=teacher_scores,
+    )
+    output.loss.backward()
+    # Its parameter names, as st-bge's: the encoder under the Transformer module (`0.`), the heads beside it. (Its
+    # AutoModel also has XLM-R's pooler, which nothing uses: no gradient.)
+    return output.loss.item(), {
+        f"0.{name}" if name.startswith("model.") else f"0.m3_heads.{name}": p.grad
+        for name, p in model.named_parameters()
+        if p.grad is not None
+    }

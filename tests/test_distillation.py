@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from conftest import NO_EVAL_DURING_TRAINING, RECIPES, flags
-from m3_batch import NEGATIVES, POSITIVES, QUERIES, ROWS, assert_same, columns
+from m3_batch import NEGATIVES, POSITIVES, QUERIES, assert_same, columns, flagembedding
 from sentence_transformers import CrossEncoder
 
 from st_bge.cli import main
@@ -71,40 +71,11 @@ def test_scores_on_some_lines_only_is_a_missing_field(tmp_path):
         flagembedding_to_dataset(read_records(path))
 
 
-def flagembedding_kd(folder, kd_loss_type, unified):
-    """FlagEmbedding's M3 training model with the teacher's scores (its `teacher_scores`: one per passage)."""
-    from FlagEmbedding.finetune.embedder.encoder_only.m3 import EncoderOnlyEmbedderM3Model, EncoderOnlyEmbedderM3Runner
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = EncoderOnlyEmbedderM3Model(
-        EncoderOnlyEmbedderM3Runner.get_model(str(folder)),
-        tokenizer=tokenizer,
-        temperature=0.02,
-        normalize_embeddings=True,
-        sentence_pooling_method="cls",
-        unified_finetuning=unified,
-        kd_loss_type=kd_loss_type,
-    )
-    model.train()
-    passages = [text for i in range(ROWS) for text in [POSITIVES[i], *NEGATIVES[i]]]
-    batch = {"padding": "max_length", "max_length": 48, "truncation": True, "return_tensors": "pt"}
-    teacher = [score for row in TEACHER for score in row]
-    output = model(
-        queries=dict(tokenizer(QUERIES, **batch)), passages=dict(tokenizer(passages, **batch)), teacher_scores=teacher
-    )
-    output.loss.backward()
-    return output.loss.item(), {
-        f"0.{name}" if name.startswith("model.") else f"0.m3_heads.{name}": p.grad
-        for name, p in model.named_parameters()
-        if p.grad is not None
-    }
-
-
 @pytest.mark.parametrize("kd_loss", ["kl_div", "m3_kd_loss"])
 @pytest.mark.parametrize("unified", [True, False])
 def test_kd_losses_equal_flagembeddings(m3_no_dropout_path, kd_loss, unified):
-    reference = flagembedding_kd(m3_no_dropout_path, kd_loss, unified)
+    teacher = [score for row in TEACHER for score in row]  # FlagEmbedding's teacher_scores: one per passage
+    reference = flagembedding(m3_no_dropout_path, teacher, unified_finetuning=unified, kd_loss_type=kd_loss)
     heads = ["dense", "sparse", "colbert"] if unified else ["dense"]
     for loss_class, kwargs in ((M3UnifiedLoss, {}), (CachedM3UnifiedLoss, {"mini_batch_size": 2})):
         model = BGEM3Model(str(m3_no_dropout_path))

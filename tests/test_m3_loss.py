@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from conftest import NO_EVAL_DURING_TRAINING, RECIPES, assert_same_m3_outputs, flags, train_two_steps
-from m3_batch import NEGATIVES, PAIRS, POSITIVES, QUERIES, ROWS, assert_same, columns
+from m3_batch import PAIRS, assert_same, columns, flagembedding
 
 from st_bge.config import parse_recipe
 from st_bge.m3 import BGEM3Model
@@ -20,36 +20,6 @@ def ours(folder, loss_class=M3UnifiedLoss, length=None, **kwargs):
     loss.backward()
     grads = {name: p.grad for name, p in model.named_parameters() if p.grad is not None}
     return loss.item(), grads
-
-
-def flagembedding(folder, **kwargs):
-    """FlagEmbedding 1.4.2's own BGE-M3 training model (CPU, no DeepSpeed needed) on the same batch, grouped as it
-    groups passages: each query's positive, then its negatives."""
-    from FlagEmbedding.finetune.embedder.encoder_only.m3 import EncoderOnlyEmbedderM3Model, EncoderOnlyEmbedderM3Runner
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    model = EncoderOnlyEmbedderM3Model(
-        EncoderOnlyEmbedderM3Runner.get_model(str(folder)),
-        tokenizer=tokenizer,
-        temperature=0.02,
-        normalize_embeddings=True,
-        sentence_pooling_method="cls",
-        unified_finetuning=True,
-        **kwargs,
-    )
-    model.train()
-    passages = [text for i in range(ROWS) for text in [POSITIVES[i], *NEGATIVES[i]]]
-    batch = {"padding": "max_length", "max_length": 48, "truncation": True, "return_tensors": "pt"}
-    output = model(queries=dict(tokenizer(QUERIES, **batch)), passages=dict(tokenizer(passages, **batch)))
-    output.loss.backward()
-    # Its parameter names, as st-bge's: the encoder under the Transformer module (`0.`), the heads beside it. (Its
-    # AutoModel also has XLM-R's pooler, which nothing uses: no gradient.)
-    return output.loss.item(), {
-        f"0.{name}" if name.startswith("model.") else f"0.m3_heads.{name}": p.grad
-        for name, p in model.named_parameters()
-        if p.grad is not None
-    }
 
 
 @pytest.mark.parametrize("self_distill", [False, True])
