@@ -151,3 +151,22 @@ def test_model_names_must_differ(tmp_path, tiny_bert_path, beir_folder, capsys):
     argv = flags(models=[f"a={tiny_bert_path}", f"a={tiny_bert_path}"], eval_datasets=[beir_folder])
     assert main(["eval", *argv, "--output_dir", str(tmp_path / "x")]) == 2
     assert capsys.readouterr().err == "st-bge: error: models: two models are named 'a'; name them as name=path\n"
+
+
+def test_hybrid_weights_tuned_on_the_dev_split_are_used_and_reported(tiny_xlmr_path, beir_folder, tmp_path, caplog):
+    argv = flags(
+        models=[f"m3={tiny_xlmr_path}"],
+        eval_datasets=[beir_folder],
+        eval_dataset_split="test",
+        hybrid_fusion="optimize",
+        fusion_dev_split="train",
+        use_embedding_cache=False,
+        plots=False,
+        output_dir=tmp_path / "eval",
+    )
+    caplog.set_level(logging.INFO, logger="st_bge")
+    assert main(["eval", *argv]) == 0
+    assert "hybrid weights tuned on 8 dev queries" in caplog.text
+    notes = json.loads((tmp_path / "eval" / "tiny-beir" / "eval_results.json").read_text())["notes"]
+    hybrid = next(note for note in notes if note.startswith("hybrid:"))
+    assert "(1 : 0.3 : 1)" not in hybrid  # the tuned weights, not BGE-M3's defaults (the grid has no 0.3)
