@@ -84,7 +84,8 @@ def test_bad_value_names_key_and_line(tmp_path):
     with pytest.raises(ConfigError) as error:
         parse_recipe(["--config", str(path)])
     assert str(error.value) == (
-        f"{path}, line 3: key 'loss': 'triplet' is not one of ['mnrl', 'cached_mnrl', 'gist', 'cached_gist']"
+        f"{path}, line 3: key 'loss': 'triplet' is not one of ['mnrl', 'cached_mnrl', 'gist', 'cached_gist', "
+        "'m3_unified', 'cached_m3_unified']"
     )
 
 
