@@ -21,12 +21,11 @@ from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
 from st_bge.errors import ConfigError
+from st_bge.m3 import ENSEMBLE_WEIGHTS, LOSS_WEIGHTS, MODES
 
 LOSS_NAMES = ("mnrl", "cached_mnrl", "gist", "cached_gist", "m3_unified", "cached_m3_unified")
-M3_HEADS = ("dense", "sparse", "colbert")
-RETRIEVAL_MODES = ("dense", "sparse", "colbert", "hybrid")
-# BGE-M3's ensemble score: dense + 0.3 x sparse + ColBERT.
-M3_HYBRID_WEIGHTS = (1.0, 0.3, 1.0)
+M3_HEADS = MODES
+RETRIEVAL_MODES = (*MODES, "hybrid")
 SECRET_FIELDS = frozenset({"hub_token"})
 # How a run was started, not how the model was trained: left out of the recipe in the card.
 RUN_CONTROL_FIELDS = frozenset({"resume_from_checkpoint", "overwrite_output_dir"})
@@ -316,11 +315,11 @@ class LossArguments:
         },
     )
     m3_ensemble_weights: list[float] = field(
-        default_factory=lambda: [1.0, 0.3, 1.0],
+        default_factory=lambda: list(ENSEMBLE_WEIGHTS),
         metadata={"help": "m3_unified: weights of the dense, sparse and ColBERT scores in the ensemble score."},
     )
     m3_loss_weights: list[float] = field(
-        default_factory=lambda: [1.0, 0.1, 1.0],
+        default_factory=lambda: list(LOSS_WEIGHTS),
         metadata={
             "help": "m3_unified: weights of the dense, sparse and ColBERT InfoNCE terms and self-distillation terms "
             "(the ensemble's term has weight 1); BGE-M3: 1 0.1 1."
@@ -377,7 +376,7 @@ class EvaluationArguments:
         metadata={"help": "Also rank the corpus with BM25 and show it beside the models, with significance tests."},
     )
     eval_hybrid_weights: list[float] = field(
-        default_factory=lambda: list(M3_HYBRID_WEIGHTS),
+        default_factory=lambda: list(ENSEMBLE_WEIGHTS),
         metadata={"help": "Weights of the dense, sparse and ColBERT scores in the hybrid mode (BGE-M3's 1 0.3 1)."},
     )
     eval_colbert_max_memory_mb: float = field(

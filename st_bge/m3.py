@@ -55,6 +55,10 @@ SPARSE_HEAD_FILE = "sparse_linear.pt"
 COLBERT_HEAD_FILE = "colbert_linear.pt"
 HEAD_FILES = {"sparse": SPARSE_HEAD_FILE, "colbert": COLBERT_HEAD_FILE}
 MODES = ("dense", "sparse", "colbert")
+# BGE-M3's ensemble score, dense + 0.3 x sparse + ColBERT: its training ensemble and its hybrid retrieval weights.
+ENSEMBLE_WEIGHTS = (1.0, 0.3, 1.0)
+# The weights of the dense, sparse and ColBERT terms in BGE-M3's unified loss (and in its self-distillation).
+LOSS_WEIGHTS = (1.0, 0.1, 1.0)
 # FlagEmbedding's `compute_score` weights for dense, sparse and ColBERT; its training ensemble uses 1 : 0.3 : 1.
 DEFAULT_SCORE_WEIGHTS = (1.0, 1.0, 1.0)
 _M3_NAME = re.compile(r"bge-m3", re.IGNORECASE)

@@ -40,11 +40,9 @@ from torch.utils.checkpoint import checkpoint
 from transformers import TrainerCallback
 
 from st_bge.lexical import LexicalEntries, lexical_scores
-from st_bge.m3 import BGEM3Model
+from st_bge.m3 import ENSEMBLE_WEIGHTS, LOSS_WEIGHTS, MODES, BGEM3Model
 
-HEADS = ("dense", "sparse", "colbert")
-M3_ENSEMBLE_WEIGHTS = (1.0, 0.3, 1.0)
-M3_LOSS_WEIGHTS = (1.0, 0.1, 1.0)
+HEADS = MODES
 COLBERT_CHUNK_ELEMENTS = 2**26  # token similarities held at once when scoring ColBERT (256 MB of float32)
 M3_CITATION = """
 @misc{bge-m3,
@@ -126,8 +124,8 @@ class M3UnifiedLoss(nn.Module):
         model: BGEM3Model,
         temperature: float = 0.02,
         heads: Sequence[str] = HEADS,
-        ensemble_weights: Sequence[float] = M3_ENSEMBLE_WEIGHTS,
-        loss_weights: Sequence[float] = M3_LOSS_WEIGHTS,
+        ensemble_weights: Sequence[float] = ENSEMBLE_WEIGHTS,
+        loss_weights: Sequence[float] = LOSS_WEIGHTS,
         self_distill: bool = True,
         self_distill_start_step: int = 0,
         gather_across_devices: bool = False,

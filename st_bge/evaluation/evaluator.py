@@ -14,10 +14,10 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import BaseEvaluator
 
-from st_bge.config import M3_HYBRID_WEIGHTS
 from st_bge.data.retrieval_set import RetrievalSet
 from st_bge.evaluation.metrics import evaluate_run, to_qrels
 from st_bge.evaluation.retrieval import ModeRuns, retrieve_modes
+from st_bge.m3 import ENSEMBLE_WEIGHTS
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class RanxRetrievalEvaluator(BaseEvaluator):
         batch_size: int = 64,
         name: str = EVALUATOR_NAME,
         modes: Sequence[str] | None = None,
-        hybrid_weights: Sequence[float] = M3_HYBRID_WEIGHTS,
+        hybrid_weights: Sequence[float] = ENSEMBLE_WEIGHTS,
         colbert_max_memory_mb: float = 4096,
     ) -> None:
         super().__init__()

@@ -28,15 +28,14 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.multi_vector_encoder import maxsim
 from sentence_transformers.util import semantic_search
 
-from st_bge.config import M3_HYBRID_WEIGHTS
 from st_bge.data.retrieval_set import RetrievalSet
 from st_bge.evaluation.cache import EmbeddingCache
 from st_bge.evaluation.metrics import quiet_numba, to_run
-from st_bge.m3 import BGEM3Model, M3Embeddings
+from st_bge.m3 import ENSEMBLE_WEIGHTS, MODES, BGEM3Model, M3Embeddings
 
 logger = logging.getLogger(__name__)
 
-BASE_MODES = ("dense", "sparse", "colbert")
+BASE_MODES = MODES
 SCORE_CHUNK_ELEMENTS = 50_000_000  # query x document scores held at once (200 MB of float32)
 
 
@@ -142,7 +141,7 @@ def retrieve_modes(
     batch_size: int = 64,
     show_progress_bar: bool | None = None,
     cache: EmbeddingCache | None = None,
-    hybrid_weights: Sequence[float] = M3_HYBRID_WEIGHTS,
+    hybrid_weights: Sequence[float] = ENSEMBLE_WEIGHTS,
     colbert_max_memory_mb: float = 4096,
 ) -> ModeRuns:
     """The runs of `model` on `retrieval_set` in each of `modes` (default: every mode it has, `model_modes`)."""
