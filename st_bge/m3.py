@@ -86,10 +86,15 @@ class M3Heads(nn.Module):
         self.colbert_linear = colbert_linear
         self.register_buffer("unused_token_ids", torch.tensor(sorted(set(unused_token_ids))), persistent=False)
 
+    def by_mode(self) -> dict[str, nn.Linear]:
+        """The heads present, by the mode they give: {"sparse": ..., "colbert": ...}."""
+        heads = {"sparse": self.sparse_linear, "colbert": self.colbert_linear}
+        return {mode: head for mode, head in heads.items() if head is not None}
+
     @property
     def modes(self) -> list[str]:
         """The retrieval modes these heads give, besides dense."""
-        return [mode for mode, head in (("sparse", self.sparse_linear), ("colbert", self.colbert_linear)) if head]
+        return list(self.by_mode())
 
     def forward(self, features: dict[str, Tensor]) -> dict[str, Tensor]:
         """`token_weights` (batch, tokens) and `colbert_vectors` (batch, tokens - 1, dim) + `colbert_mask`."""
@@ -108,11 +113,10 @@ class M3Heads(nn.Module):
     def save(self, folder: str | Path) -> list[Path]:
         """Write each head as FlagEmbedding does: a `{weight, bias}` state dict in `<folder>/<head>_linear.pt`."""
         paths = []
-        for mode, head in (("sparse", self.sparse_linear), ("colbert", self.colbert_linear)):
-            if head is not None:
-                path = Path(folder) / HEAD_FILES[mode]
-                torch.save({name: tensor.detach().cpu().clone() for name, tensor in head.state_dict().items()}, path)
-                paths.append(path)
+        for mode, head in self.by_mode().items():
+            path = Path(folder) / HEAD_FILES[mode]
+            torch.save({name: tensor.detach().cpu().clone() for name, tensor in head.state_dict().items()}, path)
+            paths.append(path)
         return paths
 
 
@@ -258,21 +262,23 @@ class BGEM3Model(SentenceTransformer):
         """The retrieval modes this model has: dense, then those of its heads."""
         return ["dense", *(self.m3_heads.modes if self.m3_heads is not None else [])]
 
+    @property
+    def colbert_dim(self) -> int | None:
+        """Width of the ColBERT vectors (None without a ColBERT head)."""
+        head = self.m3_heads.colbert_linear if self.m3_heads is not None else None
+        return head.out_features if head is not None else None
+
     def get_hidden_size(self) -> int:
         """Width of the encoder's token embeddings (what the heads read)."""
         return self[0].auto_model.config.hidden_size
 
     def add_missing_heads(self, colbert_dim: int | None = None) -> list[str]:
         """Give the model new (randomly initialised) heads for the modes it lacks; returns those modes."""
-        current = self.m3_heads
-        fresh = new_heads(self.get_hidden_size(), self.tokenizer, colbert_dim)
-        sparse = current.sparse_linear if current is not None and current.sparse_linear is not None else None
-        colbert = current.colbert_linear if current is not None and current.colbert_linear is not None else None
-        added = [mode for mode, head in (("sparse", sparse), ("colbert", colbert)) if head is None]
-        heads = M3Heads(
-            sparse or fresh.sparse_linear, colbert or fresh.colbert_linear, unused_token_ids(self.tokenizer)
-        )
-        self.set_m3_heads(heads)
+        heads = {**new_heads(self.get_hidden_size(), self.tokenizer, colbert_dim).by_mode()}
+        present = self.m3_heads.by_mode() if self.m3_heads is not None else {}
+        added = [mode for mode in heads if mode not in present]
+        heads.update(present)
+        self.set_m3_heads(M3Heads(heads["sparse"], heads["colbert"], unused_token_ids(self.tokenizer)))
         self.missing_head_files = []
         return added
 

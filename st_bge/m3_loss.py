@@ -362,9 +362,7 @@ class CachedM3UnifiedLoss(CachedLossMixin, M3UnifiedLoss):
         super().__init__(model, **kwargs)
         self.mini_batch_size = mini_batch_size
         self.dense_dim = model.get_embedding_dimension()
-        heads = getattr(model, "m3_heads", None)
-        colbert = heads.colbert_linear if heads is not None else None
-        self.colbert_dim = colbert.out_features if colbert is not None else 0
+        self.colbert_dim = getattr(model, "colbert_dim", None)  # None for a dense model (dense head only)
         self._inputs: list[tuple[Tensor, Tensor]] = []  # (input_ids, attention_mask) of each first-pass mini-batch
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None) -> Tensor:

@@ -88,10 +88,9 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
         """What the template says about BGE-M3's modes (nothing for a dense model)."""
         if not isinstance(self.model, BGEM3Model) or self.model.m3_heads is None:
             return {"m3_modes": None}
-        colbert = self.model.m3_heads.colbert_linear
         return {
             "m3_modes": self.model.modes,
-            "m3_colbert_dim": colbert.out_features if colbert is not None else None,
+            "m3_colbert_dim": self.model.colbert_dim,
             "m3_hidden_size": self.model.get_hidden_size(),
         }
 

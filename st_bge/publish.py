@@ -187,12 +187,11 @@ def _merge_adapter(model, model_dir: Path) -> None:
 
 def _log_m3_consumers(model: BGEM3Model) -> None:
     """Say which BGE-M3 consumers can read the staged full model (its layout is BAAI's)."""
-    colbert = model.m3_heads.colbert_linear if model.m3_heads is not None else None
-    if colbert is not None and colbert.out_features != model.get_hidden_size():
+    if model.colbert_dim is not None and model.colbert_dim != model.get_hidden_size():
         logger.warning(
             "The ColBERT head is %d wide and the encoder %d: vLLM's BgeM3EmbeddingModel assumes equal widths and "
             "cannot serve this model's ColBERT mode (FlagEmbedding and st-bge can)",
-            colbert.out_features,
+            model.colbert_dim,
             model.get_hidden_size(),
         )
     else:

@@ -154,9 +154,8 @@ def _configure_heads(model: BGEM3Model, recipe: Recipe) -> list[str]:
     added = model.add_missing_heads(loss.m3_colbert_dim) if loss.m3_add_heads else []
     trained = [head for head in loss.m3_heads if head != "dense"] if is_m3_loss(loss) else []
     if model.m3_heads is not None:
-        for mode, head in (("sparse", model.m3_heads.sparse_linear), ("colbert", model.m3_heads.colbert_linear)):
-            if head is not None:
-                head.requires_grad_(mode in trained)
+        for mode, head in model.m3_heads.by_mode().items():
+            head.requires_grad_(mode in trained)
     if is_m3_loss(loss) and loss.m3_freeze_encoder:
         model[0].auto_model.requires_grad_(False)
         logger.info("m3_freeze_encoder: training the %s head(s) only", ", ".join(trained))

@@ -237,7 +237,7 @@ class _M3Search:
         tokenizer = self.model.tokenizer
         lengths = tokenizer(self.doc_texts, truncation=True, max_length=self.model.max_seq_length, return_length=True)
         vectors = sum(length - 1 for length in lengths["length"])  # CLS has no ColBERT vector
-        megabytes = vectors * self.model.m3_heads.colbert_linear.out_features * 4 / 2**20
+        megabytes = vectors * self.model.colbert_dim * 4 / 2**20
         if megabytes > max_memory_mb:
             logger.info(
                 "ColBERT: the corpus' token vectors need %.0f MB > colbert_max_memory_mb %s: re-ranking the dense "
