@@ -65,8 +65,7 @@ def score_data(recipe: Recipe) -> Path:
     data = load_training_data(recipe.data)
     names = source_names(list(data.train_sets))
     scored = {source: score_rows(rows, teacher, recipe.scoring) for source, rows in data.train_sets.items()}
-    paths = write_scored(scored, output_dir, names)
-    summaries = {names[source]: result.summary() for source, result in scored.items()}
+    paths, summaries = write_scored(scored, output_dir, names)
     keys = list(next(iter(summaries.values())))
     print(
         markdown_table(

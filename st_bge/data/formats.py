@@ -251,6 +251,11 @@ def _require(
             raise DataError(source, f"missing {noun}{hint}", line=line, field=f"{prefix}{key}")
 
 
+def text_columns(columns: list[str]) -> list[str]:
+    """The text columns of training rows, in order: anchor, positive, negative_1..n (not labels such as scores)."""
+    return _ordered_targets({name: name for name in columns if name in ("anchor", "positive") or _is_negative(name)})
+
+
 def _is_negative(name: str) -> bool:
     return name == "negative" or (name.startswith("negative_") and name.removeprefix("negative_").isdigit())
 

@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar
 
 from datasets import Dataset
 
+from st_bge.data.formats import text_columns
 from st_bge.data.retrieval_set import RetrievalSet
 from st_bge.data.text import normalise
 from st_bge.markdown import markdown_table
@@ -399,12 +400,9 @@ class _Columns:
 
     @classmethod
     def of(cls, train: Dataset, norm: _Normalised) -> _Columns:
-        texts = [
-            column
-            for column in train.column_names
-            if column in ("anchor", "positive") or column.startswith("negative")
-        ]
-        raw = train.select_columns(texts).to_dict()  # column -> list, straight from Arrow (not row by row)
+        raw = train.select_columns(
+            text_columns(train.column_names)
+        ).to_dict()  # column -> list, straight from Arrow (not row by row)
         return cls(raw, {column: [norm[text] for text in texts] for column, texts in raw.items()})
 
     @property

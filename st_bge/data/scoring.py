@@ -18,9 +18,9 @@ from datasets import Dataset
 from sentence_transformers import CrossEncoder
 
 from st_bge.config import ScoringArguments
-from st_bge.data.formats import SCORES_COLUMN
+from st_bge.data.formats import SCORES_COLUMN, text_columns
 from st_bge.errors import ConfigError
-from st_bge.evaluation.cache import default_cache_dir, model_fingerprint, texts_fingerprint
+from st_bge.evaluation.cache import default_cache_dir, model_fingerprint, save_atomically, texts_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class ScoredRows:
 
     def to_flagembedding(self) -> list[dict[str, object]]:
         """One FlagEmbedding line per row: `{query, pos, neg, pos_scores, neg_scores}`."""
-        negatives = [column for column in self.rows.column_names if column.startswith("negative")]
+        negatives = text_columns(self.rows.column_names)[2:]
         lines = []
         for row in self.rows:
             lines.append(
@@ -85,9 +85,7 @@ def load_teacher(args: ScoringArguments) -> CrossEncoder:
 def score_rows(rows: Dataset, teacher: CrossEncoder, args: ScoringArguments) -> ScoredRows:
     """`rows` (anchor, positive, negative_1..n) with a `scores` column: the teacher's score of each row's
     (anchor, positive) and (anchor, negative_i) pair; an existing `scores` column is replaced."""
-    texts = [
-        column for column in rows.column_names if column in ("anchor", "positive") or column.startswith("negative")
-    ]
+    texts = text_columns(rows.column_names)
     rows = rows.select_columns(texts)
     candidates = texts[1:]
     pairs = [(row["anchor"], row[column]) for row in rows for column in candidates]
@@ -110,16 +108,15 @@ def score_rows(rows: Dataset, teacher: CrossEncoder, args: ScoringArguments) -> 
         )
         from_cache = False
         if entry is not None:
-            entry.parent.mkdir(parents=True, exist_ok=True)
-            partial = entry.with_suffix(".partial")
-            torch.save(scores, partial)
-            partial.replace(entry)
+            save_atomically(scores, entry)
     table = scores.view(len(rows), len(candidates)).tolist()
     return ScoredRows(rows.add_column(SCORES_COLUMN, table), from_cache=from_cache)
 
 
-def write_scored(scored: dict[str, ScoredRows], output_dir: Path, names: dict[str, str]) -> list[Path]:
-    """`<source>.jsonl` per source (FlagEmbedding lines) and `score_report.json`."""
+def write_scored(
+    scored: dict[str, ScoredRows], output_dir: Path, names: dict[str, str]
+) -> tuple[list[Path], dict[str, dict[str, object]]]:
+    """`<source>.jsonl` per source (FlagEmbedding lines) and `score_report.json`; the files and the report."""
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     for source, result in scored.items():
@@ -130,7 +127,7 @@ def write_scored(scored: dict[str, ScoredRows], output_dir: Path, names: dict[st
         paths.append(path)
     report = {names[source]: result.summary() for source, result in scored.items()}
     (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return paths
+    return paths, report
 
 
 def default_scores_cache_dir() -> Path:

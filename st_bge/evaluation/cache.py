@@ -85,8 +85,13 @@ class EmbeddingCache:
         return embeddings
 
     def _store(self, state: dict, path: Path) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
-        torch.save(state, partial)
-        partial.replace(path)  # never leave a half-written file under the final name
+        save_atomically(state, path)
         logger.info("Corpus embeddings cached: %s", path)
+
+
+def save_atomically(value: object, path: Path) -> None:
+    """`torch.save` under a temporary name, then rename: a killed run never leaves a half-written cache file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(value, partial)
+    partial.replace(path)
