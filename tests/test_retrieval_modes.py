@@ -135,6 +135,9 @@ def test_colbert_reranks_the_dense_and_sparse_candidates_when_the_corpus_does_no
     assert "colbert" not in corpus[1]  # the corpus pass left ColBERT out ...
     assert candidates == (["d1", "d2", "d3", "d4"], ["colbert"])  # ... and only the candidates (not d5) got it
     assert as_dict(result.candidates["colbert"])["q1"] == pytest.approx({"d1": 0.5, "d2": 0.7, "d3": 1})
+    # Asked for ColBERT alone, the re-ranking still searches dense and sparse for its candidates.
+    alone = retrieve_modes(stub_m3, TOY, ["colbert"], top_k=2, colbert_max_memory_mb=0)
+    assert list(alone.runs) == ["colbert"] and as_dict(alone.runs["colbert"]) == as_dict(result.runs["colbert"])
 
 
 def test_hybrid_weights_tuned_on_a_dev_split(stub_m3):

@@ -209,6 +209,9 @@ class _M3Search:
 
     def run(self, hybrid_weights: Sequence[float], colbert_max_memory_mb: float) -> ModeRuns:
         exact_colbert = "colbert" in self.base_modes and self._colbert_fits(colbert_max_memory_mb)
+        if "colbert" in self.base_modes and not exact_colbert:
+            # Re-ranking needs the dense and sparse candidates: the same forward pass gives them.
+            self.base_modes = [mode for mode in BASE_MODES if mode in self.model.modes]
         queries = self.model.encode_m3(
             self.query_texts, prompt_name="query", modes=self.base_modes, **self.encode_kwargs
         )
