@@ -129,10 +129,11 @@ def _m3_loss(model: SentenceTransformer, args: LossArguments, gather: bool) -> M
 
 
 class _GISTSimilarities:
-    """How st-bge's GIST losses compute their similarity matrices: in 2-D, and across every process's anchors.
+    """How st-bge's GIST losses compute their similarity matrices: in 2-D, and against every process's columns.
 
-    Both sentence-transformers GIST losses (6.2, 6.3) compute every similarity as `sim_matrix(rows, columns)`. st-bge
-    changes two things there, and nothing else (tests/test_losses.py checks the losses against theirs):
+    Both sentence-transformers GIST losses (6.2, 6.3) compute every similarity as `sim_matrix(rows, columns)`, the
+    one method this class overrides (tests/test_losses.py checks the losses against theirs, tests/test_distributed.py
+    2 processes against 1):
 
     - Memory. Theirs broadcasts `nn.CosineSimilarity` over (rows, columns, dim), which holds rows x columns x dim
       floats per matrix, and keeps them for backward: with the cached loss that is mini-batch x global batch x dim,
@@ -141,29 +142,43 @@ class _GISTSimilarities:
     - DDP. Under `gather_across_devices` they gather the candidates (positives, negatives) across processes but
       not the anchors, so the anchor-anchor term (`contrast_anchors`, on by default) contrasts an anchor only with
       its own process's anchors, and 2 processes do not train as 1 on the global batch (the loss was off by
-      0.04-0.23 on the test model of tests/test_distributed.py). Under gathering every column operand is already
-      gathered (world size x local batch rows) except the anchors, the only one with the local batch's row count;
-      gathering that one too, with gradients as the candidates are, gives each anchor all the global batch's
-      anchors. They are rolled so that this process's own come first: an anchor's similarity to itself stays at
-      its local column, where sentence-transformers masks it (6.3 explicitly, 6.2 through the guide's score of 1),
-      and the column order within a softmax term changes nothing else. Labels are untouched: they index the
-      anchor-positive block, which comes first.
+      0.04-0.23 on the test model of tests/test_distributed.py). So sentence-transformers is told not to gather,
+      and the gathering happens here, by one rule for every term: the columns of a similarity are gathered from
+      every process (with gradients), rolled so that this process's own come first. Their code without gathering
+      places each target, self-similarity mask and positive guard at the local column; with this process's columns
+      first those stay right, and the column order within a softmax term changes nothing else. A column tensor is
+      gathered once per forward (the cached loss scores every mini-batch against the same columns).
+
+    What would let this go: sentence-transformers gathering the anchors of the anchor-anchor term itself (then only
+    the 2-D similarity remains, and that too if theirs stops broadcasting). tests/test_distributed.py's
+    `test_anchor_contrast_would_be_caught_per_device` fails on the release that does it.
     """
 
-    gather_across_devices: bool
-    contrast_anchors: bool
-    _local_batch_size: int | None = None
+    def __init__(self, *args, gather_across_devices: bool = False, **kwargs) -> None:
+        super().__init__(*args, gather_across_devices=False, **kwargs)
+        self.gather_columns = gather_across_devices
+        self._gathered: list[tuple[Tensor, Tensor]] = []
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
-        sentence_features = list(sentence_features)
-        self._local_batch_size = _num_texts(sentence_features[0])
-        return super().forward(sentence_features, labels)
+        try:
+            return super().forward(sentence_features, labels)
+        finally:
+            self._gathered = []  # the columns of one step only
 
     def sim_matrix(self, embed1: Tensor, embed2: Tensor) -> Tensor:
-        if self.gather_across_devices and self.contrast_anchors and embed2.size(0) == self._local_batch_size:
-            # The local tensor itself when not distributed (rank 0, no roll).
-            embed2 = all_gather_with_grad(embed2).roll(-get_rank() * embed2.size(0), dims=0)
-        return cos_sim(embed1, embed2)
+        return cos_sim(embed1, self._all_columns(embed2) if self.gather_columns else embed2)
+
+    def _all_columns(self, columns: Tensor) -> Tensor:
+        """`columns` from every process, this process's first (the local tensor itself when not distributed)."""
+        for local, gathered in self._gathered:
+            if local is columns:
+                return gathered
+        gathered = all_gather_with_grad(columns).roll(-get_rank() * columns.size(0), dims=0)
+        self._gathered.append((columns, gathered))
+        return gathered
+
+    def get_config_dict(self) -> dict[str, object]:
+        return {**super().get_config_dict(), "gather_across_devices": self.gather_columns}
 
 
 # Named as sentence-transformers names them, so that model cards keep their `loss:` tags and citations.
@@ -173,10 +188,3 @@ class GISTEmbedLoss(_GISTSimilarities, st_losses.GISTEmbedLoss):
 
 class CachedGISTEmbedLoss(_GISTSimilarities, st_losses.CachedGISTEmbedLoss):
     """sentence-transformers' `CachedGISTEmbedLoss`, with st-bge's similarities (`_GISTSimilarities`)."""
-
-
-def _num_texts(features: dict[str, Tensor]) -> int:
-    """The number of texts in one column's features, padded or flattened (`cu_seq_lens_q` marks packed texts)."""
-    if "cu_seq_lens_q" in features:
-        return len(features["cu_seq_lens_q"]) - 1
-    return features["input_ids"].size(0)

@@ -146,7 +146,8 @@ def _build(model, guide, config: Config, world_size: int, **fields):
         loss=config.loss, mini_batch_size=MINI_BATCH_SIZE, gist_contrast_anchors=config.contrast_anchors, **fields
     )
     loss_fn = build_loss(model, args, guide=guide, world_size=world_size)
-    assert loss_fn.gather_across_devices is (world_size > 1)  # st-bge turns gathering on by itself
+    # st-bge turns gathering on by itself
+    assert loss_fn.get_config_dict()["gather_across_devices"] is (world_size > 1)
     return loss_fn
 
 
@@ -168,26 +169,26 @@ def _loss_with_rank_offset_zero(model, guide, config: Config, rows: slice) -> fl
     which proves that the equality assertions would catch misaligned labels.
     """
     loss_fn = _build(model, guide, config, WORLD_SIZE)
-    # The class that computes the loss: st-bge's own for M3, else sentence-transformers' (st-bge's GIST subclasses it).
-    module = (
-        "st_bge.m3_loss"
-        if is_m3(config)
-        else next(
-            cls.__module__ for cls in type(loss_fn).__mro__ if cls.__module__.startswith("sentence_transformers.")
-        )
+    # Where the labels meet the rank: st-bge's M3 loss, st-bge's GIST gathering (it rolls this process's columns
+    # first), sentence-transformers' MNRL.
+    module = "st_bge.m3_loss" if is_m3(config) else "st_bge.losses" if "gist" in config.loss else None
+    module = module or next(
+        cls.__module__ for cls in type(loss_fn).__mro__ if cls.__module__.startswith("sentence_transformers.")
     )
     with mock.patch(f"{module}.get_rank", return_value=0), torch.no_grad():
         return loss_fn(_features(model, rows, config.columns), labels=None).item()
 
 
 def _loss_with_local_anchors(model, guide, config: Config, rows: slice) -> float:
-    """The GIST loss without st-bge's anchor gathering: the anchor-anchor term sees this process's anchors only.
+    """sentence-transformers' own GIST loss under gathering: its anchor-anchor term sees this process's anchors only.
 
-    That is sentence-transformers' own GIST under gathering (`st_bge.losses._GISTSimilarities`); the tests
-    require it to differ from one process, which proves that the equality test would catch a per-device term.
+    The tests require it to differ from one process, which proves that the equality test would catch a per-device
+    term, and that st-bge's gathering (`st_bge.losses._GISTSimilarities`) is still needed.
     """
-    loss_fn = _build(model, guide, config, WORLD_SIZE)
-    with mock.patch("st_bge.losses.all_gather_with_grad", side_effect=lambda tensor: tensor), torch.no_grad():
+    ours = _build(model, guide, config, WORLD_SIZE)
+    theirs = next(cls for cls in type(ours).__mro__ if cls.__module__.startswith("sentence_transformers."))
+    loss_fn = theirs(model, **{**ours.get_config_dict(), "gather_across_devices": True})  # its config is its kwargs
+    with torch.no_grad():
         return loss_fn(_features(model, rows, config.columns), labels=None).item()
 
 
