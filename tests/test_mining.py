@@ -157,6 +157,35 @@ def test_existing_negative_columns_are_replaced(model, args):
     assert ("How do I sort a list of numbers?", "stale") not in distinct_negatives(result.dataset)
 
 
+def test_the_scores_are_recorded_from_public_calls_without_a_second_pass(model, args, monkeypatch):
+    """The replay's embeddings are what `encode_query` / `encode_document` returned inside `mine_hard_negatives`
+    (one call each, nothing cached on disk by it), and the model's own methods are back afterwards."""
+    calls = []
+    for method in ("encode_query", "encode_document"):
+        original = getattr(model, method)
+        monkeypatch.setattr(model, method, lambda *a, _m=method, _f=original, **k: calls.append(_m) or _f(*a, **k))
+    spied = {}
+    real = mining.mine_hard_negatives
+    monkeypatch.setattr(mining, "mine_hard_negatives", lambda *a, **k: spied.update(k) or real(*a, **k))
+    mine_negatives(training_rows(), model, replace(args, mine_use_cache=False))
+    assert sorted(calls) == ["encode_document", "encode_query"]
+    assert spied.get("cache_folder") is None
+    assert model.encode_query.__name__ == "<lambda>"  # the recorder gave back what was there
+
+
+def test_an_upstream_that_encodes_another_way_fails_loudly(model, args, monkeypatch):
+    """If sentence-transformers stops embedding through `encode_query` / `encode_document`, the counts cannot be
+    replayed: one error that says so, not counts of something else."""
+
+    def mine_with_encode(dataset, model, **kwargs):
+        model.encode(dataset["anchor"])
+        return dataset
+
+    monkeypatch.setattr(mining, "mine_hard_negatives", mine_with_encode)
+    with pytest.raises(RuntimeError, match="no longer embeds the mined queries and corpus"):
+        mine_negatives(training_rows(), model, replace(args, mine_use_cache=False))
+
+
 @pytest.fixture
 def cross_encoder_path(tiny_bert_path, tmp_path):
     """A cross-encoder on the tiny BERT, with weights large enough that its scores differ (see `model`)."""

@@ -18,8 +18,9 @@ Margins compare against the query's *lowest* positive score (its hardest positiv
 the ranking of the survivors use its scores instead of the embeddings'.
 
 sentence-transformers prints some of these numbers but returns none, so `mine_negatives` replays its selection on
-the very scores it used (the embeddings it cached, the cross-encoder scores it asked for) and checks that the
-replay picked exactly the negatives in its output. The replay follows sentence-transformers 6.3's rules (6.3 added
+the very scores it used and checks that the replay picked exactly the negatives in its output. The scores come
+through public methods only: what `model.encode_query` / `encode_document` and `cross_encoder.predict` returned
+during mining is recorded (`_recorded_outputs`), so no second encoding pass and no reading of its cache files. The replay follows sentence-transformers 6.3's rules (6.3 added
 guard 1 and the extra candidate it takes to make room for it). Each candidate (a query's top `range_max` + the most
 positives any query has + 1, as sentence-transformers retrieves them) ends in exactly one bucket:
 
@@ -42,11 +43,10 @@ import json
 import logging
 import random
 import shutil
-import tempfile
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -290,21 +290,37 @@ def _store_entry(result: MiningResult, entry: Path) -> None:
 # ---- mining and its replay -----------------------------------------------------------------------------------
 
 
-class _RecordingCrossEncoder:
-    """A CrossEncoder that keeps every score it returns: sentence-transformers does not return the rescored
-    candidates, and scoring them again would double the cross-encoder's cost."""
+@contextmanager
+def _recorded_outputs(obj: Any, *methods: str) -> Iterator[dict[str, list[Any]]]:
+    """What `obj`'s public `methods` return while the block runs, per method in call order.
 
-    def __init__(self, cross_encoder: CrossEncoder) -> None:
-        self.cross_encoder = cross_encoder
-        self.outputs: list[torch.Tensor] = []
+    sentence-transformers returns neither the embeddings nor the cross-encoder scores its guards compared; recording
+    them as they are returned costs nothing, where computing them again would cost a second pass. The methods are
+    shadowed on this one instance, and what the instance had is given back afterwards.
+    """
+    outputs: dict[str, list[Any]] = {method: [] for method in methods}
 
-    def predict(self, *args, **kwargs) -> torch.Tensor:
-        scores = self.cross_encoder.predict(*args, **kwargs)
-        self.outputs.append(scores)
-        return scores
+    def recording(method: str) -> Callable[..., Any]:
+        bound = getattr(obj, method)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.cross_encoder, name)
+        def record(*args, **kwargs):
+            output = bound(*args, **kwargs)
+            outputs[method].append(output)
+            return output
+
+        return record
+
+    own = {method: vars(obj).get(method) for method in methods}  # set on the instance already, e.g. by a test
+    for method in methods:
+        setattr(obj, method, recording(method))
+    try:
+        yield outputs
+    finally:
+        for method, previous in own.items():
+            if previous is None:
+                delattr(obj, method)
+            else:
+                setattr(obj, method, previous)
 
 
 @contextmanager
@@ -345,32 +361,46 @@ def _mine(
     corpus: list[str] | None,
     settings: dict[str, Any],
 ) -> MiningResult:
-    recorder = _RecordingCrossEncoder(cross_encoder) if cross_encoder is not None else None
-    # A fresh folder per run: sentence-transformers keys its embedding files by the model's *name* only, so a
-    # shared folder would hand a fine-tuned model the embeddings of its base.
-    with tempfile.TemporaryDirectory(prefix="st-bge-mining-") as folder:
-        with _seeded_global_random(SEED):
-            dataset = mine_hard_negatives(
-                pairs,
-                model,
-                anchor_column_name="anchor",
-                positive_column_name="positive",
-                corpus=corpus,
-                cross_encoder=recorder,
-                range_min=settings["range_min"],
-                range_max=settings["range_max"],
-                max_score=settings["max_score"],
-                absolute_margin=settings["absolute_margin"],
-                relative_margin=settings["relative_margin"],
-                num_negatives=settings["num_negatives"],
-                sampling_strategy=settings["sampling_strategy"],
-                output_format="n-tuple",
-                batch_size=args.mine_batch_size,
-                faiss_batch_size=SIMILARITY_CHUNK,
-                verbose=False,
-                cache_folder=folder,
-            )
-        ranking = _replay_ranking(model, Path(folder), pairs, corpus, settings["range_max"], recorder)
+    with ExitStack() as stack:
+        encoded = stack.enter_context(_recorded_outputs(model, "encode_query", "encode_document"))
+        rescored = (
+            stack.enter_context(_recorded_outputs(cross_encoder, "predict")) if cross_encoder is not None else None
+        )
+        stack.enter_context(_seeded_global_random(SEED))
+        dataset = mine_hard_negatives(
+            pairs,
+            model,
+            anchor_column_name="anchor",
+            positive_column_name="positive",
+            corpus=corpus,
+            cross_encoder=cross_encoder,
+            range_min=settings["range_min"],
+            range_max=settings["range_max"],
+            max_score=settings["max_score"],
+            absolute_margin=settings["absolute_margin"],
+            relative_margin=settings["relative_margin"],
+            num_negatives=settings["num_negatives"],
+            sampling_strategy=settings["sampling_strategy"],
+            output_format="n-tuple",
+            batch_size=args.mine_batch_size,
+            faiss_batch_size=SIMILARITY_CHUNK,
+            verbose=False,
+        )
+    if len(encoded["encode_query"]) != 1 or len(encoded["encode_document"]) != 1:
+        raise RuntimeError(
+            f"sentence-transformers {sentence_transformers.__version__} no longer embeds the mined queries and corpus "
+            "with one encode_query and one encode_document call each; st-bge's mining counts rely on it "
+            "(st_bge/data/mining.py, tests/test_mining.py)"
+        )
+    ranking = _replay_ranking(
+        model,
+        pairs,
+        corpus,
+        settings["range_max"],
+        encoded["encode_query"][0],
+        encoded["encode_document"][0],
+        rescored["predict"] if rescored is not None else None,
+    )
     verdict = _guard(ranking, ranking.scores, ranking.positive_scores, args)
     embedding_verdict = None
     if cross_encoder is not None:  # what the guards would have dropped on the embedding scores alone
@@ -388,14 +418,15 @@ def _mine(
 
 def _replay_ranking(
     model: SentenceTransformer,
-    folder: Path,
     pairs: Dataset,
     corpus: list[str] | None,
     range_max: int,
-    recorder: _RecordingCrossEncoder | None,
+    query_embeddings: np.ndarray,
+    document_embeddings: np.ndarray,
+    cross_encoder_scores: list[torch.Tensor] | None,
 ) -> _Ranking:
-    """Rebuild sentence-transformers' candidate lists from the embeddings it cached in `folder`, step for step, so
-    that ties and float rounding fall the same way."""
+    """Rebuild sentence-transformers' candidate lists from the embeddings it computed, step for step, so that ties
+    and float rounding fall the same way."""
     anchors, positives = pairs["anchor"], pairs["positive"]
     queries = list(dict.fromkeys(anchors))
     documents = list(dict.fromkeys([*(corpus or []), *positives]))
@@ -407,8 +438,7 @@ def _replay_ranking(
         if document_id[positive] not in ids:
             ids.append(document_id[positive])
 
-    query_embeddings = np.load(next(folder.glob("query_embeddings_*.npy")))
-    document_embeddings = torch.as_tensor(np.load(next(folder.glob("corpus_embeddings_*.npy"))))
+    document_embeddings = torch.as_tensor(document_embeddings)
     width = range_max + _max_positives(anchors) + 1  # one more, for the query's own text if the corpus holds it
     top = [
         torch.topk(
@@ -429,9 +459,9 @@ def _replay_ranking(
     flat_ids = [index for ids in positive_ids for index in ids]
     positive_scores = model.similarity_pairwise(query_embeddings[rows], document_embeddings[flat_ids]).to(model.device)
     rescored, rescored_positives = scores, positive_scores
-    if recorder is not None:  # one predict() per query's candidates, then one for all positives
-        rescored = torch.stack(recorder.outputs[: len(queries)]).to(device=scores.device, dtype=scores.dtype)
-        rescored_positives = recorder.outputs[len(queries)].to(model.device)
+    if cross_encoder_scores is not None:  # one predict() per query's candidates, then one for all positives
+        rescored = torch.stack(cross_encoder_scores[: len(queries)]).to(device=scores.device, dtype=scores.dtype)
+        rescored_positives = cross_encoder_scores[len(queries)].to(model.device)
     query_ids = torch.tensor([document_id.get(query, -1) for query in queries], device=indices.device)
     return _Ranking(
         queries, documents, positive_ids, query_ids, indices, scores, positive_scores, rescored, rescored_positives
