@@ -20,8 +20,9 @@ import yaml
 from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
+from st_bge.bge import ENSEMBLE_WEIGHTS, LOSS_WEIGHTS, MODES
 from st_bge.errors import ConfigError
-from st_bge.m3 import ENSEMBLE_WEIGHTS, LOSS_WEIGHTS, MODES
+from st_bge.storage import PRE_TRAINING_FILES
 
 LOSS_NAMES = ("mnrl", "cached_mnrl", "gist", "cached_gist", "m3_unified", "cached_m3_unified")
 M3_HEADS = MODES
@@ -700,13 +701,6 @@ def _json_mapping(name: str):
 
     parse.__name__ = "JSON object"
     return parse
-
-
-# The data reports written before the first training step: a run stopped by them (a 'fail' verdict) leaves only
-# these, and running again after fixing the data rewrites them instead of asking for --overwrite_output_dir.
-PRE_TRAINING_FILES = frozenset(
-    {"data_quality.json", "data_quality.md", "mining_report.json", "mining_dropped_sample.jsonl", "data_reports"}
-)
 
 
 def check_output_dir(output_dir: str | Path, *, overwrite: bool) -> None:

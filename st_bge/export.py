@@ -7,13 +7,14 @@ installed. It is written with `torch.onnx` and `onnxruntime.quantization` direct
 exporter needs optimum-onnx, which does not support transformers 5 (and so sentence-transformers 6) yet.
 
 `check_onnx` is the part users need before they ship a quantised model: how far its embeddings are from the
-PyTorch model's (cosine per text) and how much faster it encodes on this CPU.
+PyTorch model's (cosine per text) and how much faster it encodes on this CPU. The ONNX file replaces the encoder
+only: its token embeddings go through the model's own modules after the Transformer (Pooling in whatever mode,
+Dense, Normalize, ...), so every pooling the model can have is covered by construction.
 """
 
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -22,20 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
 from st_bge.config import ExportArguments, check_output_dir
+from st_bge.data import load_retrieval_set
+from st_bge.modeling import load_full_model, require_model_dir
+from st_bge.storage import ONNX_CHECK
 
-CHECK_FILE = "onnx_check.json"
 ONNX_FILE = "model.onnx"
 QINT8_FILE = "model_qint8.onnx"
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OPSET = 17
 
 
-def export_onnx(model_dir: str | Path, output_dir: str | Path, *, quantize: bool = True) -> list[Path]:
-    """Export the encoder of the full model in `model_dir` to `output_dir/model.onnx` (+ `model_qint8.onnx`)."""
-    model = SentenceTransformer(str(model_dir), device="cpu")
+def export_onnx(model: SentenceTransformer, output_dir: str | Path, *, quantize: bool = True) -> list[Path]:
+    """Export the encoder of the full (not adapter) `model` to `output_dir/model.onnx` (+ `model_qint8.onnx`)."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     encoder = model[0].auto_model.eval()
@@ -78,15 +79,15 @@ class _LastHiddenState(torch.nn.Module):
 
 
 class OnnxEncoder:
-    """Encode like the Sentence Transformer `model` (its tokenizer, pooling and normalisation) with onnxruntime."""
+    """Encode like the Sentence Transformer `model` with onnxruntime in place of its encoder: the model's tokenizer
+    before, the model's own modules after (pooling, normalisation, any Dense)."""
 
     def __init__(self, model: SentenceTransformer, onnx_path: str | Path) -> None:
         import onnxruntime
 
         self.tokenizer = model[0].tokenizer
         self.max_length = model.max_seq_length
-        self.pooling = next(module for module in model if isinstance(module, Pooling)).pooling_mode
-        self.normalize = any(isinstance(module, Normalize) for module in model)
+        self.after_encoder = list(model)[1:]
         self.session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         self.input_names = [item.name for item in self.session.get_inputs()]
 
@@ -101,19 +102,15 @@ class OnnxEncoder:
                 return_tensors="np",
             )
             hidden = self.session.run(None, {name: batch[name].astype(np.int64) for name in self.input_names})[0]
-            batches.append(self._pool(hidden, batch["attention_mask"]))
-        embeddings = np.concatenate(batches)
-        if self.normalize:
-            embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
-        return embeddings
-
-    def _pool(self, hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        if self.pooling == "cls":
-            return hidden[:, 0]
-        if self.pooling == "mean":
-            weights = mask[..., None].astype(hidden.dtype)
-            return (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        raise ValueError(f"pooling '{self.pooling}' is not supported by the ONNX check (cls and mean are)")
+            features = {
+                "token_embeddings": torch.from_numpy(hidden),
+                "attention_mask": torch.from_numpy(batch["attention_mask"]),
+            }
+            with torch.no_grad():
+                for module in self.after_encoder:
+                    features = module(features)
+            batches.append(features["sentence_embedding"].numpy())
+        return np.concatenate(batches)
 
 
 @dataclass
@@ -144,7 +141,7 @@ def check_onnx(
     model.encode(sorted_texts[:batch_size], batch_size=batch_size)
     encoder.encode(sorted_texts[:batch_size], batch_size=batch_size)
     start = time.perf_counter()
-    reference = model.encode(sorted_texts, batch_size=batch_size, normalize_embeddings=encoder.normalize)
+    reference = model.encode(sorted_texts, batch_size=batch_size)
     torch_seconds = time.perf_counter() - start
     start = time.perf_counter()
     exported = encoder.encode(sorted_texts, batch_size=batch_size)
@@ -164,20 +161,14 @@ def check_onnx(
 
 def export_model(args: ExportArguments) -> list[OnnxCheck]:
     """`st-bge export`: merge an adapter if needed, export, and check every file on `check_dataset`'s texts."""
-    from st_bge.data import load_retrieval_set
-    from st_bge.publish import ADAPTER_CONFIG, require_model_dir, stage
-
     model_dir = require_model_dir(args.model_dir)
     check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir)
     texts = list(load_retrieval_set(args.check_dataset).corpus.values()) if args.check_dataset else []
-    with tempfile.TemporaryDirectory(prefix="st-bge-export-") as tmp:
-        if (model_dir / ADAPTER_CONFIG).is_file():
-            model_dir = stage(model_dir, Path(tmp) / "merged", variant="merged")
-        paths = export_onnx(model_dir, args.output_dir, quantize=args.quantize)
-        if not texts:
-            return []
-        model = SentenceTransformer(str(model_dir), device="cpu")
-        checks = [check_onnx(model, path, texts, args.batch_size) for path in paths]
+    model = load_full_model(model_dir, device="cpu")
+    paths = export_onnx(model, args.output_dir, quantize=args.quantize)
+    if not texts:
+        return []
+    checks = [check_onnx(model, path, texts, args.batch_size) for path in paths]
     report = [check.to_dict() for check in checks]
-    (Path(args.output_dir) / CHECK_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (Path(args.output_dir) / ONNX_CHECK).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return checks

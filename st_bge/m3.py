@@ -29,7 +29,6 @@ built-in module maps one weight per token onto its token id.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,26 +46,10 @@ from sentence_transformers.util import batch_to_device
 from torch import Tensor, nn
 from tqdm.auto import trange
 
+from st_bge.bge import DEFAULT_SCORE_WEIGHTS, HEAD_FILES, MODES, is_m3_name
 from st_bge.errors import ConfigError
 
 logger = logging.getLogger(__name__)
-
-SPARSE_HEAD_FILE = "sparse_linear.pt"
-COLBERT_HEAD_FILE = "colbert_linear.pt"
-HEAD_FILES = {"sparse": SPARSE_HEAD_FILE, "colbert": COLBERT_HEAD_FILE}
-MODES = ("dense", "sparse", "colbert")
-# BGE-M3's ensemble score, dense + 0.3 x sparse + ColBERT: its training ensemble and its hybrid retrieval weights.
-ENSEMBLE_WEIGHTS = (1.0, 0.3, 1.0)
-# The weights of the dense, sparse and ColBERT terms in BGE-M3's unified loss (and in its self-distillation).
-LOSS_WEIGHTS = (1.0, 0.1, 1.0)
-# FlagEmbedding's `compute_score` weights for dense, sparse and ColBERT; its training ensemble uses 1 : 0.3 : 1.
-DEFAULT_SCORE_WEIGHTS = (1.0, 1.0, 1.0)
-_M3_NAME = re.compile(r"bge-m3", re.IGNORECASE)
-
-
-def is_m3_name(name_or_path: str) -> bool:
-    """Whether a Hub id or folder name says BGE-M3 (so its heads are expected even where no file is found)."""
-    return bool(_M3_NAME.search(str(name_or_path).rstrip("/").split("/")[-1]))
 
 
 class M3Heads(nn.Module):

@@ -39,8 +39,9 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 from transformers import TrainerCallback
 
+from st_bge.bge import ENSEMBLE_WEIGHTS, LOSS_WEIGHTS, MODES
 from st_bge.lexical import LexicalEntries, lexical_scores
-from st_bge.m3 import ENSEMBLE_WEIGHTS, LOSS_WEIGHTS, MODES, BGEM3Model
+from st_bge.m3 import BGEM3Model
 
 HEADS = MODES
 COLBERT_CHUNK_ELEMENTS = 2**26  # token similarities held at once when scoring ColBERT (256 MB of float32)

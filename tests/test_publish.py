@@ -19,6 +19,7 @@ from st_bge.config import ExportArguments, parse_recipe
 from st_bge.errors import ConfigError
 from st_bge.export import export_model
 from st_bge.m3 import BGEM3Model
+from st_bge.modeling import set_pooling
 from st_bge.publish import stage
 from st_bge.training import train
 
@@ -116,6 +117,27 @@ def test_onnx_export_agrees_with_pytorch(adapter_dir, beir_folder, tmp_path):
     assert int8.cosine_mean > 0.95
     saved = json.loads((tmp_path / "onnx" / "onnx_check.json").read_text())
     assert [entry["file"] for entry in saved] == ["model.onnx", "model_qint8.onnx"]
+
+
+@pytest.mark.parametrize("pooling", ["mean", "lasttoken", "max"])
+def test_onnx_check_pools_through_the_models_own_modules(tiny_bge_model, beir_folder, tmp_path, pooling):
+    """The ONNX file replaces the encoder only: whatever pooling the model has (not only CLS and mean), its
+    embeddings equal PyTorch's, normalised or not."""
+    set_pooling(tiny_bge_model, pooling, normalize=False)
+    without_normalize = SentenceTransformer(
+        modules=[module for module in tiny_bge_model if module is not tiny_bge_model[-1]]
+    )
+    without_normalize.save(str(tmp_path / "model"))
+    args = ExportArguments(
+        model_dir=str(tmp_path / "model"),
+        output_dir=str(tmp_path / "onnx"),
+        check_dataset=str(beir_folder),
+        quantize=False,
+    )
+    (check,) = export_model(args)
+    assert check.cosine_min > 0.9999
+    reference = without_normalize.encode(["def add(a, b): return a + b"])
+    assert abs(float((reference**2).sum()) - 1.0) > 1e-3  # unnormalised: the check compares more than directions
 
 
 # ---------------------------------------------------------------- end to end, through a Hub on 127.0.0.1

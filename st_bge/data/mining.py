@@ -61,15 +61,13 @@ from sentence_transformers.util import mine_hard_negatives
 
 from st_bge.config import MiningArguments
 from st_bge.errors import DataError
-from st_bge.evaluation.cache import default_cache_dir, model_fingerprint, texts_fingerprint
+from st_bge.storage import MINING_DROPPED_SAMPLE, MINING_REPORT, cache_dir, model_fingerprint, texts_fingerprint
 
 logger = logging.getLogger(__name__)
 
 SEED = 42  # of "random" sampling and of the dropped sample: the same data mines the same negatives
 SAMPLE_SIZE = 20
 SIMILARITY_CHUNK = 16384  # queries scored at once; passed to sentence-transformers too, so both chunk alike
-REPORT_FILE = "mining_report.json"
-SAMPLE_FILE = "mining_dropped_sample.jsonl"
 DATASET_FOLDER = "dataset"
 
 GUARDS = (
@@ -125,9 +123,9 @@ class MiningResult:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
         report = {"counts": self.counts, "settings": self.settings, "from_cache": self.from_cache}
-        (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        (output_dir / MINING_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         lines = [json.dumps(entry, ensure_ascii=False) + "\n" for entry in self.dropped_sample]
-        (output_dir / SAMPLE_FILE).write_text("".join(lines), encoding="utf-8")
+        (output_dir / MINING_DROPPED_SAMPLE).write_text("".join(lines), encoding="utf-8")
 
 
 def mine_negatives(
@@ -237,11 +235,6 @@ def _settings(args: MiningArguments, range_max: int, cross_encoder: CrossEncoder
 # ---- cache ---------------------------------------------------------------------------------------------------
 
 
-def default_mining_cache_dir() -> Path:
-    """`mined` beside the embedding cache: `$ST_BGE_CACHE/mined`, else `~/.cache/st-bge/mined`."""
-    return default_cache_dir().parent / "mined"
-
-
 def _cache_entry(
     args: MiningArguments,
     model: SentenceTransformer,
@@ -258,13 +251,13 @@ def _cache_entry(
         "data": texts_fingerprint(pairs["anchor"], pairs["positive"], corpus or []),  # None and [] mine alike
         "settings": settings,
     }
-    root = Path(args.mine_cache_dir) if args.mine_cache_dir else default_mining_cache_dir()
+    root = Path(args.mine_cache_dir) if args.mine_cache_dir else cache_dir("mined")
     return root / hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=16).hexdigest()
 
 
 def _load_entry(entry: Path) -> MiningResult:
-    report = json.loads((entry / REPORT_FILE).read_text(encoding="utf-8"))
-    sample = [json.loads(line) for line in (entry / SAMPLE_FILE).read_text(encoding="utf-8").splitlines()]
+    report = json.loads((entry / MINING_REPORT).read_text(encoding="utf-8"))
+    sample = [json.loads(line) for line in (entry / MINING_DROPPED_SAMPLE).read_text(encoding="utf-8").splitlines()]
     dataset = load_from_disk(str(entry / DATASET_FOLDER))
     return MiningResult(dataset, report["counts"], sample, report["settings"], from_cache=True)
 

@@ -20,6 +20,7 @@ from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.mining import MiningResult, mine_negatives
 from st_bge.data.quality import QualityReport, check_quality
 from st_bge.errors import DataError
+from st_bge.storage import DATA_QUALITY_MARKDOWN, DATA_REPORTS_FOLDER
 
 logger = logging.getLogger(__name__)
 
@@ -34,11 +35,11 @@ class PreparedData:
 
     def report_dir(self, output_dir: str | Path, name: str) -> Path:
         """Where the reports of source `name` go: `output_dir` itself, or `data_reports/<name>` in a mixture."""
-        return Path(output_dir) if len(self.data.train_sets) == 1 else Path(output_dir) / "data_reports" / name
+        return Path(output_dir) if len(self.data.train_sets) == 1 else Path(output_dir) / DATA_REPORTS_FOLDER / name
 
     def report_path(self, output_dir: str | Path, name: str) -> Path:
         """The quality report of source `name`, as `save` writes it."""
-        return self.report_dir(output_dir, name) / "data_quality.md"
+        return self.report_dir(output_dir, name) / DATA_QUALITY_MARKDOWN
 
     def save(self, output_dir: str | Path) -> None:
         """Reports beside the model: `data_quality.{json,md}` and `mining_report.json` (+ the dropped sample),

@@ -34,6 +34,7 @@ from st_bge.data.formats import text_columns
 from st_bge.data.retrieval_set import RetrievalSet
 from st_bge.data.text import normalise
 from st_bge.markdown import markdown_table
+from st_bge.storage import DATA_QUALITY_JSON, DATA_QUALITY_MARKDOWN
 
 Level = Literal["ok", "warn", "fail"]
 T = TypeVar("T")
@@ -385,7 +386,7 @@ class QualityReport:
         """Write `data_quality.json` and `data_quality.md` into `output_dir`; returns their paths."""
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        json_path, markdown_path = output_dir / "data_quality.json", output_dir / "data_quality.md"
+        json_path, markdown_path = output_dir / DATA_QUALITY_JSON, output_dir / DATA_QUALITY_MARKDOWN
         json_path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         markdown_path.write_text(self.to_markdown(), encoding="utf-8")
         return [json_path, markdown_path]

@@ -20,11 +20,9 @@ from sentence_transformers import CrossEncoder
 from st_bge.config import ScoringArguments
 from st_bge.data.formats import SCORES_COLUMN, text_columns
 from st_bge.errors import ConfigError
-from st_bge.evaluation.cache import default_cache_dir, model_fingerprint, save_atomically, texts_fingerprint
+from st_bge.storage import SCORE_REPORT, cache_dir, model_fingerprint, save_atomically, texts_fingerprint
 
 logger = logging.getLogger(__name__)
-
-REPORT_FILE = "score_report.json"
 
 
 @dataclass
@@ -126,13 +124,8 @@ def write_scored(
                 file.write(json.dumps(line, ensure_ascii=False) + "\n")
         paths.append(path)
     report = {names[source]: result.summary() for source, result in scored.items()}
-    (output_dir / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    (output_dir / SCORE_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return paths, report
-
-
-def default_scores_cache_dir() -> Path:
-    """`scores` beside the embedding cache: `$ST_BGE_CACHE/scores`, else `~/.cache/st-bge/scores`."""
-    return default_cache_dir().parent / "scores"
 
 
 def _cache_entry(args: ScoringArguments, teacher: CrossEncoder, pairs: list[tuple[str, str]]) -> Path | None:
@@ -140,5 +133,5 @@ def _cache_entry(args: ScoringArguments, teacher: CrossEncoder, pairs: list[tupl
         return None
     settings = json.dumps({"max_length": args.score_max_length, "normalize": args.score_normalize}, sort_keys=True)
     key = texts_fingerprint([q for q, _ in pairs], [d for _, d in pairs], [settings])
-    folder = Path(args.score_cache_dir) if args.score_cache_dir else default_scores_cache_dir()
+    folder = Path(args.score_cache_dir) if args.score_cache_dir else cache_dir("scores")
     return folder / f"{model_fingerprint(teacher)}-{key}.pt"

@@ -7,9 +7,7 @@ so a hit is always safe to use.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,44 +15,16 @@ import torch
 from sentence_transformers import SentenceTransformer
 
 from st_bge.m3 import BGEM3Model, M3Embeddings
+from st_bge.storage import cache_dir, model_fingerprint, save_atomically, texts_fingerprint
 
 logger = logging.getLogger(__name__)
-
-
-def default_cache_dir() -> Path:
-    """`$ST_BGE_CACHE/embeddings`, else `$XDG_CACHE_HOME/st-bge/embeddings` (default `~/.cache`)."""
-    root = os.environ.get("ST_BGE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "st-bge"
-    return Path(root) / "embeddings"
-
-
-def model_fingerprint(model: SentenceTransformer) -> str:
-    """A digest of everything in `model` that decides a document embedding."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr(model).encode())
-    digest.update(repr(sorted(model.prompts.items())).encode())
-    digest.update(str(model.max_seq_length).encode())
-    for name, tensor in sorted(model.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def texts_fingerprint(*text_lists: Sequence[str]) -> str:
-    """A digest of lists of texts, length-prefixed so that no two different lists give the same bytes."""
-    digest = hashlib.blake2b(digest_size=16)
-    for texts in text_lists:
-        digest.update(len(texts).to_bytes(8, "little"))
-        for text in texts:
-            encoded = text.encode()
-            digest.update(len(encoded).to_bytes(8, "little") + encoded)
-    return digest.hexdigest()
 
 
 class EmbeddingCache:
     """Document embeddings in `folder`, one file per (model, corpus) pair."""
 
     def __init__(self, folder: str | Path | None = None) -> None:
-        self.folder = Path(folder) if folder is not None else default_cache_dir()
+        self.folder = Path(folder) if folder is not None else cache_dir("embeddings")
 
     def path(self, model: SentenceTransformer, doc_ids: Sequence[str], texts: Sequence[str], kind: str = "") -> Path:
         suffix = f"-{kind}" if kind else ""
@@ -87,11 +57,3 @@ class EmbeddingCache:
     def _store(self, state: dict, path: Path) -> None:
         save_atomically(state, path)
         logger.info("Corpus embeddings cached: %s", path)
-
-
-def save_atomically(value: object, path: Path) -> None:
-    """`torch.save` under a temporary name, then rename: a killed run never leaves a half-written cache file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save(value, partial)
-    partial.replace(path)

@@ -14,10 +14,10 @@ from typing import Any
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.evaluation import BaseEvaluator
 
+from st_bge.bge import ENSEMBLE_WEIGHTS
 from st_bge.data.retrieval_set import RetrievalSet
 from st_bge.evaluation.metrics import evaluate_run, to_qrels
 from st_bge.evaluation.retrieval import ModeRuns, retrieve_modes
-from st_bge.m3 import ENSEMBLE_WEIGHTS
 
 logger = logging.getLogger(__name__)
 

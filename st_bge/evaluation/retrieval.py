@@ -28,10 +28,11 @@ from sentence_transformers import SentenceTransformer
 from sentence_transformers.multi_vector_encoder import maxsim
 from sentence_transformers.util import semantic_search
 
+from st_bge.bge import ENSEMBLE_WEIGHTS, MODES
 from st_bge.data.retrieval_set import RetrievalSet
 from st_bge.evaluation.cache import EmbeddingCache
 from st_bge.evaluation.metrics import quiet_numba, to_run
-from st_bge.m3 import ENSEMBLE_WEIGHTS, MODES, BGEM3Model, M3Embeddings
+from st_bge.m3 import BGEM3Model, M3Embeddings
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,100 @@
+"""The package's shape: imports point down the pipeline, with no cycle, function-level imports included.
+
+A cycle hidden in a function-level import still ties two modules together (neither can change or be tested
+alone), so the graph here is read from every `import` statement in the source, wherever it stands. Importing
+`a.b.c` also runs the `__init__` of `a.b`, so that counts as an import of the package too.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import st_bge
+
+PACKAGE_DIR = Path(st_bge.__file__).parent
+# What every stage may share, so it imports no st-bge module but the error types.
+BOTTOM_LAYER = {"st_bge.errors", "st_bge.storage", "st_bge.bge", "st_bge.markdown", "st_bge.data.text"}
+
+
+def module_names() -> dict[str, Path]:
+    names = {}
+    for path in PACKAGE_DIR.rglob("*.py"):
+        parts = path.relative_to(PACKAGE_DIR.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
+def ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> the st-bge modules it imports (packages whose `__init__` an import runs included)."""
+    modules = module_names()
+    graph = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                assert not node.level, f"{path}: st-bge imports by absolute name (line {node.lineno})"
+                targets.add(node.module)
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+        own = set(ancestors(name))
+        edges = set()
+        for target in targets & modules.keys():
+            edges.update(module for module in [target, *ancestors(target)] if module in modules)
+        graph[name] = edges - own - {name}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as a path (first module repeated at the end), or None."""
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = "open"
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == "open":
+                return [*stack[stack.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        state[node] = "done"
+        stack.pop()
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_graph_reader_sees_function_level_imports_and_cycles(tmp_path):
+    """The reader itself: a cycle closed by an import inside a function is found."""
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+    assert find_cycle(graph) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+    source = "def late():\n    from st_bge.export import export_onnx\n"
+    tree = ast.parse(source)
+    found = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+    assert found == ["st_bge.export"]
+    # And on the package: publish imports export (publishing ships the ONNX files), inside or outside a function.
+    assert "st_bge.export" in import_graph()["st_bge.publish"]
+
+
+def test_no_import_cycle_among_st_bge_modules():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+@pytest.mark.parametrize("module", sorted(BOTTOM_LAYER))
+def test_the_bottom_layer_imports_no_stage(module):
+    imported = import_graph()[module] - {"st_bge.errors"}
+    assert not imported, f"{module} is shared by every stage and must not import {sorted(imported)}"
