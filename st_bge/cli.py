@@ -1,4 +1,6 @@
-"""`st-bge` command line: the same functions the recipes call, with user errors as one line, not a trace.
+"""`st-bge`: the command line, in one place. Each subcommand registers itself (`@command`), parses its recipe or
+flags into the dataclasses of `st_bge.config`, calls the public function of the same stage (`st_bge.train`,
+`st_bge.check_data`, ...) and prints what it returns; a user error prints one line, not a trace.
 
 st-bge train recipes/quickstart.yaml [--any_field value ...]
 st-bge eval recipes/eval/mbpp.yaml [--any_field value ...]
@@ -11,159 +13,197 @@ st-bge export outputs/quickstart --output_dir outputs/onnx [--check_dataset data
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+import st_bge
 from st_bge.errors import StBgeError
+from st_bge.markdown import markdown_table
 
 logger = logging.getLogger("st_bge")
 
+RECIPE_SUFFIXES = (".yaml", ".yml")
 
-def run_reporting_errors(command: Callable[[], object]) -> int:
-    """Run `command`; a user error (bad recipe, data or path) prints one line to stderr and gives exit code 2."""
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: `run(argv)` gets the arguments after its name and returns the exit code (0 done,
+    1 a 'fail' verdict); `positional` is what a first argument that is not a flag stands for."""
+
+    name: str
+    help: str
+    positional: str
+    run: Callable[[list[str]], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help: str, positional: str = "--config") -> Callable:
+    """Register the decorated function as `st-bge <name>` (`name` may be two words: `data check`)."""
+
+    def register(run: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
+        COMMANDS[name] = Command(name, help, positional, run)
+        return run
+
+    return register
+
+
+@command("train", "fine-tune a model from a recipe")
+def train_command(argv: list[str]) -> int:
+    result = st_bge.train(st_bge.parse_recipe(argv))
+    if not result.trainer.is_world_process_zero():
+        return 0
+    if result.comparison is None:
+        print(f"\nSaved to {result.output_dir} (no evaluation set: set eval_split_size or eval_dataset_name_or_path)")
+        return 0
+    eval_set = result.comparison.eval_set
+    print(
+        f"\nRetrieval on {eval_set['name']} ({eval_set['queries']} queries, {eval_set['corpus']} documents), "
+        f"ranx, top {eval_set['top_k']}:\n"
+    )
+    print(result.comparison.to_markdown())
+    kind = "LoRA adapter" if result.model.model_card_data.adapter else "model"
+    print(
+        f"\nSaved to {result.output_dir}: {kind}, README.md (model card), eval_results.{{json,md,tex}}, "
+        "training_log.json, training_curves.png, metrics.png"
+    )
+    return 0
+
+
+@command("eval", "evaluate and compare models")
+def eval_command(argv: list[str]) -> int:
+    from st_bge.evaluation.evaluate import summary_markdown
+
+    recipe = st_bge.parse_eval_recipe(argv)
+    results = st_bge.evaluate(recipe)
+    print("\n" + summary_markdown(results, recipe.evaluation.eval_primary_metric))
+    print(f"Written to {recipe.run.output_dir} (summary.md; per set: results, per-query CSV, failures, plots)")
+    return 0
+
+
+@command("data check", "print the quality report of a recipe's data or a data file (exit code 1 on 'fail')")
+def data_check_command(argv: list[str]) -> int:
+    prepared = st_bge.check_data(st_bge.parse_data_recipe(argv))
+    print(prepared.to_markdown())
+    return 1 if any(report.verdict == "fail" for report in prepared.quality.values()) else 0
+
+
+@command("data mine", "mine hard negatives into trainable files")
+def data_mine_command(argv: list[str]) -> int:
+    mined = st_bge.mine(st_bge.parse_data_recipe(argv))
+    print(mined.prepared.to_markdown())
+    files = ", ".join(path.name for path in mined.files)
+    print(
+        f"\nWritten to {mined.output_dir}: {files} (train on it with dataset_name_or_path), mining and quality reports"
+    )
+    return 0
+
+
+@command("data score", "add a teacher cross-encoder's scores (for kd_loss)")
+def data_score_command(argv: list[str]) -> int:
+    scored = st_bge.score(st_bge.parse_data_recipe(argv))
+    keys = list(next(iter(scored.report.values())))
+    rows = [[name, *(summary.get(key, "") for key in keys)] for name, summary in scored.report.items()]
+    print(markdown_table(["Source", *keys], rows))
+    files = ", ".join(path.name for path in scored.files)
+    print(f"\nWritten to {scored.output_dir}: {files} (train on it with kd_loss), score_report.json")
+    return 0
+
+
+@command("push", "publish an output folder to the Hub (adapter, merged or both)", positional="--model_dir")
+def push_command(argv: list[str]) -> int:
+    for result in st_bge.push(st_bge.parse_push_arguments(argv)):
+        where = result.commit.pr_url or result.commit.commit_url
+        print(f"Pushed the {result.variant} to {result.commit.repo_url.repo_id}@{result.revision}: {where}")
+    return 0
+
+
+@command("export", "export a model to ONNX + int8 and check it against PyTorch", positional="--model_dir")
+def export_command(argv: list[str]) -> int:
+    args = st_bge.parse_export_arguments(argv)
+    checks = st_bge.export(args)
+    print(f"Written to {args.output_dir}")
+    if checks:
+        header = ["File", "Texts", "Cosine min", "Cosine mean", "PyTorch texts/s", "ONNX texts/s", "Speed-up"]
+        rows = [
+            [
+                c.file,
+                c.texts,
+                f"{c.cosine_min:.4f}",
+                f"{c.cosine_mean:.4f}",
+                f"{c.torch_texts_per_second:.1f}",
+                f"{c.onnx_texts_per_second:.1f}",
+                f"{c.speedup:.2f}x",
+            ]
+            for c in checks
+        ]
+        print(markdown_table(header, rows))
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    """The subcommands as argparse subparsers, for usage, help and unknown names; each one's own flags are parsed
+    by its recipe parser, which knows the recipe's fields."""
+    parser = argparse.ArgumentParser(prog="st-bge", description="Fine-tune BGE embedding models for a domain.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for name, spec in COMMANDS.items():
+        group, _, sub = name.partition(" ")
+        if not sub:
+            subparsers.add_parser(name, help=spec.help, add_help=False)
+            continue
+        if group not in groups:
+            subcommands = ", ".join(other.partition(" ")[2] for other in COMMANDS if other.startswith(group + " "))
+            groups[group] = subparsers.add_parser(group, help=subcommands).add_subparsers(
+                dest="subcommand", required=True
+            )
+        groups[group].add_parser(sub, help=spec.help, add_help=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`st-bge <command> [recipe.yaml | folder | data file] [--field value ...]`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    words = 2 if argv[:1] == ["data"] else 1
+    name = " ".join(argv[:words])
+    if name not in COMMANDS:
+        try:
+            _parser().parse_args(argv[:words] or ["--help"])  # prints the help, or the error with the usage
+        except SystemExit as exit:
+            return exit.code
+    rest = argv[words:]
+    spec = COMMANDS[name]
+    if rest and not rest[0].startswith("-"):
+        positional = spec.positional
+        if name.startswith("data ") and not rest[0].endswith(RECIPE_SUFFIXES):
+            positional = "--dataset_name_or_path"  # a data file, with flags for the rest
+        rest = [positional, *rest]
+    return run_reporting_errors(spec.run, rest or ["--help"])
+
+
+def run_reporting_errors(run: Callable[[list[str]], int], argv: list[str]) -> int:
+    """`run(argv)`; a user error (bad recipe, data or path) prints one line to stderr and gives exit code 2."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
     try:
-        command()
+        return run(argv)
     except StBgeError as error:
         print(f"st-bge: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """`recipes/train.py`: `--config recipe.yaml` plus flags, as trl's scripts take them."""
-    from st_bge.config import parse_recipe
-    from st_bge.training import print_summary, train
-
-    def command() -> None:
-        print_summary(train(parse_recipe(argv)))
-
-    return run_reporting_errors(command)
+    return run_reporting_errors(train_command, list(sys.argv[1:] if argv is None else argv))
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """`recipes/evaluate.py`: `--config recipe.yaml` plus flags."""
-    from st_bge.config import parse_eval_recipe
-    from st_bge.evaluation.evaluate import evaluate_models, summary_markdown
-
-    def command() -> None:
-        recipe = parse_eval_recipe(argv)
-        results = evaluate_models(recipe)
-        print("\n" + summary_markdown(results, recipe.evaluation.eval_primary_metric))
-        print(f"Written to {recipe.run.output_dir} (summary.md; per set: results, per-query CSV, failures, plots)")
-
-    return run_reporting_errors(command)
-
-
-DATA_COMMANDS = ("check", "mine", "score")
-RECIPE_SUFFIXES = (".yaml", ".yml")
-
-
-def data_main(argv: Sequence[str] | None = None) -> int:
-    """`st-bge data check|mine|score <recipe.yaml or data file> [--flags]`: the data stage of a training run, alone.
-
-    `check` prints the quality report and exits with 1 if its verdict is 'fail'; `mine` writes the mined rows;
-    `score` writes the rows with a teacher cross-encoder's scores (`--score_cross_encoder`).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in DATA_COMMANDS:
-        print("usage: st-bge data {check,mine,score} <recipe.yaml or data file> [--field value ...]", file=sys.stderr)
-        return 2
-    kind, rest = argv[0], argv[1:]
-    if rest and not rest[0].startswith("-"):
-        option = "--config" if rest[0].endswith(RECIPE_SUFFIXES) else "--dataset_name_or_path"
-        rest = [option, *rest]
-    verdicts: list[str] = []
-
-    def command() -> None:
-        from st_bge.config import parse_data_recipe
-        from st_bge.data.commands import check_data, mine_data, score_data
-
-        recipe = parse_data_recipe(rest)
-        if kind == "check":
-            verdicts.extend(check_data(recipe))
-        elif kind == "mine":
-            mine_data(recipe)
-        else:
-            score_data(recipe)
-
-    code = run_reporting_errors(command)
-    return 1 if code == 0 and "fail" in verdicts else code
-
-
-def push_main(argv: Sequence[str] | None = None) -> int:
-    """`st-bge push <model_dir> --repo_id user/name [--flags]`: one commit per variant, the token from the env."""
-    from st_bge.config import parse_push_arguments
-    from st_bge.publish import push
-
-    def command() -> None:
-        for result in push(parse_push_arguments(argv)):
-            where = result.commit.pr_url or result.commit.commit_url
-            print(f"Pushed the {result.variant} to {result.commit.repo_url.repo_id}@{result.revision}: {where}")
-
-    return run_reporting_errors(command)
-
-
-def export_main(argv: Sequence[str] | None = None) -> int:
-    """`st-bge export <model_dir> --output_dir DIR [--check_dataset DATA]`: ONNX + int8, checked against PyTorch."""
-    from st_bge.config import parse_export_arguments
-    from st_bge.export import export_model
-    from st_bge.markdown import markdown_table
-
-    def command() -> None:
-        args = parse_export_arguments(argv)
-        checks = export_model(args)
-        print(f"Written to {args.output_dir}")
-        if checks:
-            header = ["File", "Texts", "Cosine min", "Cosine mean", "PyTorch texts/s", "ONNX texts/s", "Speed-up"]
-            rows = [
-                [
-                    c.file,
-                    c.texts,
-                    f"{c.cosine_min:.4f}",
-                    f"{c.cosine_mean:.4f}",
-                    f"{c.torch_texts_per_second:.1f}",
-                    f"{c.onnx_texts_per_second:.1f}",
-                    f"{c.speedup:.2f}x",
-                ]
-                for c in checks
-            ]
-            print(markdown_table(header, rows))
-
-    return run_reporting_errors(command)
-
-
-COMMANDS = {
-    "train": (train_main, "fine-tune a model from a recipe"),
-    "eval": (eval_main, "evaluate and compare models"),
-    "data": (data_main, "check data quality (check), mine hard negatives (mine), add teacher scores (score)"),
-    "push": (push_main, "publish an output folder to the Hub (adapter, merged or both)"),
-    "export": (export_main, "export a model to ONNX + int8 and check it against PyTorch"),
-}
-# Commands whose first argument, if not a flag, is the model folder rather than a recipe.
-FOLDER_COMMANDS = {"push", "export"}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`st-bge <command> [recipe.yaml] [--field value ...]`: a first argument that is not a flag is the recipe."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        usage = "usage: st-bge {" + ",".join(COMMANDS) + "} [recipe.yaml] [--field value ...]\n\n"
-        usage += "\n".join(f"  {name:6} {help_text}" for name, (_, help_text) in COMMANDS.items())
-        known = not argv or argv[0] in ("-h", "--help")
-        print(
-            usage if known else f"{usage}\n\nst-bge: error: unknown command {argv[0]!r}",
-            file=sys.stdout if known else sys.stderr,
-        )
-        return 0 if known else 2
-    command, rest = COMMANDS[argv[0]][0], argv[1:]
-    if command is data_main:
-        return data_main(rest)
-    if rest and not rest[0].startswith("-"):
-        rest = ["--model_dir" if argv[0] in FOLDER_COMMANDS else "--config", rest[0], *rest[1:]]
-    return command(rest or ["--help"])
+    return run_reporting_errors(eval_command, list(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,6 @@ from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 
 from st_bge.config import PushArguments
 from st_bge.errors import ConfigError, HubError
-from st_bge.export import export_onnx
 from st_bge.m3 import BGEM3Model
 from st_bge.model_card import attach_card_data, card_data_from_folder
 from st_bge.modeling import (
@@ -37,6 +36,7 @@ from st_bge.modeling import (
     require_model_dir,
     resolve_model_path,
 )
+from st_bge.onnx_export import export_onnx
 from st_bge.storage import ADAPTER_CONFIG, CARD_INPUTS, PUBLIC_FILES
 
 logger = logging.getLogger(__name__)

@@ -334,23 +334,3 @@ def _load_guide(recipe: Recipe, model: SentenceTransformer) -> SentenceTransform
         model_name_or_path=recipe.loss.guide_model_name_or_path, max_seq_length=recipe.model.max_seq_length
     )
     return frozen_copy(load_model(guide_args))
-
-
-def print_summary(result: TrainResult) -> None:
-    """Print the base vs fine-tuned table and where everything was written (main process only)."""
-    if not result.trainer.is_world_process_zero():
-        return
-    if result.comparison is None:
-        print(f"\nSaved to {result.output_dir} (no evaluation set: set eval_split_size or eval_dataset_name_or_path)")
-        return
-    eval_set = result.comparison.eval_set
-    print(
-        f"\nRetrieval on {eval_set['name']} ({eval_set['queries']} queries, {eval_set['corpus']} documents), "
-        f"ranx, top {eval_set['top_k']}:\n"
-    )
-    print(result.comparison.to_markdown())
-    kind = "LoRA adapter" if result.model.model_card_data.adapter else "model"
-    print(
-        f"\nSaved to {result.output_dir}: {kind}, README.md (model card), eval_results.{{json,md,tex}}, "
-        "training_log.json, training_curves.png, metrics.png"
-    )

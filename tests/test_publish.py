@@ -17,9 +17,9 @@ from sentence_transformers import SentenceTransformer
 from st_bge.cli import main
 from st_bge.config import ExportArguments, parse_recipe
 from st_bge.errors import ConfigError
-from st_bge.export import export_model
 from st_bge.m3 import BGEM3Model
 from st_bge.modeling import set_pooling
+from st_bge.onnx_export import export_model
 from st_bge.publish import stage
 from st_bge.training import train
 

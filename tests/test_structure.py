@@ -81,12 +81,12 @@ def test_the_graph_reader_sees_function_level_imports_and_cycles(tmp_path):
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_cycle(graph) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
-    source = "def late():\n    from st_bge.export import export_onnx\n"
+    source = "def late():\n    from st_bge.onnx_export import export_onnx\n"
     tree = ast.parse(source)
     found = [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
-    assert found == ["st_bge.export"]
+    assert found == ["st_bge.onnx_export"]
     # And on the package: publish imports export (publishing ships the ONNX files), inside or outside a function.
-    assert "st_bge.export" in import_graph()["st_bge.publish"]
+    assert "st_bge.onnx_export" in import_graph()["st_bge.publish"]
 
 
 def test_no_import_cycle_among_st_bge_modules():

@@ -1,6 +1,6 @@
 """Between reading the data and the first training step: hard-negative mining, then the quality and leakage report.
 
-`st-bge train` and `st-bge data check|mine` share this one path, so that what `data check` reports is exactly
+`st-bge train` and `check_data` / `mine` (`st-bge data check|mine`) share this one path, so that what `data check` reports is exactly
 what training will see. Mining comes first, so the report also judges the mined negatives (a negative identical
 to its positive is a false negative, whoever produced it). Every source of a mixture is mined and checked on its
 own, against the one evaluation set.
@@ -14,12 +14,12 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from st_bge.config import MiningArguments, QualityArguments
-from st_bge.data import TrainingData
+from st_bge.config import MiningArguments, QualityArguments, Recipe, check_output_dir
+from st_bge.data import TrainingData, load_training_data, source_names
 from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.mining import MiningResult, mine_negatives
 from st_bge.data.quality import QualityReport, check_quality
-from st_bge.errors import DataError
+from st_bge.errors import ConfigError, DataError
 from st_bge.storage import DATA_QUALITY_MARKDOWN, DATA_REPORTS_FOLDER
 
 logger = logging.getLogger(__name__)
@@ -146,3 +146,54 @@ def _refuse_eval_overlap(reports: dict[str, QualityReport], args: QualityArgumen
                 "training data overlaps the evaluation set (see the eval overlap section of data_quality.md), which "
                 "inflates the results; remove the overlap or set eval_overlap: report",
             )
+
+
+def check_data(recipe: Recipe) -> PreparedData:
+    """The data stage of a training recipe alone: its rows as training would see them (mined first if the recipe
+    mines) and their quality reports (`PreparedData.quality`, a verdict per source).
+
+    The model, if the recipe names one, gives the token lengths and the truncation share; `data_check: off` in a
+    training recipe does not silence an explicit check.
+    """
+    if recipe.quality.data_check == "off":
+        recipe.quality.data_check = "warn"
+    return _prepare(recipe, mine=recipe.mining.mine_hard_negatives)
+
+
+@dataclass
+class MinedData:
+    """What `mine` wrote: one trainable `<source>.jsonl` per source, with the mining and quality reports."""
+
+    output_dir: Path
+    files: list[Path]
+    prepared: PreparedData
+
+
+def mine(recipe: Recipe) -> MinedData:
+    """Mine hard negatives for the recipe's training rows into `mine_output_dir` (one `<source>.jsonl` per
+    source, trainable with `dataset_name_or_path`, and the reports).
+
+    Raises:
+        ConfigError: no model is named, or `mine_output_dir` already has files (without --overwrite_output_dir).
+    """
+    if recipe.model.model_name_or_path is None:
+        raise ConfigError("st-bge data mine needs the model that mines: set model_name_or_path")
+    output_dir = Path(recipe.mining.mine_output_dir)
+    check_output_dir(output_dir, overwrite=recipe.training.overwrite_output_dir)
+    prepared = _prepare(recipe, mine=True)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    names = source_names(list(prepared.data.train_sets))
+    files = []
+    for source, rows in prepared.data.train_sets.items():
+        files.append(output_dir / f"{names[source]}.jsonl")
+        rows.to_json(files[-1], lines=True, force_ascii=False)
+    prepared.save(output_dir)
+    return MinedData(output_dir, files, prepared)
+
+
+def _prepare(recipe: Recipe, *, mine: bool) -> PreparedData:
+    from st_bge.modeling import load_model  # the modeling stack only when a model is named
+
+    data = load_training_data(recipe.data)
+    model = load_model(recipe.model) if recipe.model.model_name_or_path else None
+    return prepare_data(data, model, recipe.mining, recipe.quality, mine=mine)

@@ -17,7 +17,8 @@ import torch
 from datasets import Dataset
 from sentence_transformers import CrossEncoder
 
-from st_bge.config import ScoringArguments
+from st_bge.config import Recipe, ScoringArguments, check_output_dir
+from st_bge.data import load_training_data, source_names
 from st_bge.data.formats import SCORES_COLUMN, text_columns
 from st_bge.errors import ConfigError
 from st_bge.storage import SCORE_REPORT, cache_dir, model_fingerprint, save_atomically, texts_fingerprint
@@ -111,21 +112,39 @@ def score_rows(rows: Dataset, teacher: CrossEncoder, args: ScoringArguments) -> 
     return ScoredRows(rows.add_column(SCORES_COLUMN, table), from_cache=from_cache)
 
 
-def write_scored(
-    scored: dict[str, ScoredRows], output_dir: Path, names: dict[str, str]
-) -> tuple[list[Path], dict[str, dict[str, object]]]:
-    """`<source>.jsonl` per source (FlagEmbedding lines) and `score_report.json`; the files and the report."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for source, result in scored.items():
-        path = output_dir / f"{names[source]}.jsonl"
-        with path.open("w", encoding="utf-8") as file:
-            for line in result.to_flagembedding():
+@dataclass
+class ScoredData:
+    """What `score` wrote: one FlagEmbedding `<source>.jsonl` per source with `pos_scores` / `neg_scores`, and
+    `score_report.json` (its `report`: a summary of the scores per source)."""
+
+    output_dir: Path
+    files: list[Path]
+    report: dict[str, dict[str, object]]
+
+
+def score(recipe: Recipe) -> ScoredData:
+    """Score the recipe's training rows with a teacher cross-encoder (`score_cross_encoder`) into
+    `score_output_dir`; train on the files with `kd_loss`.
+
+    Raises:
+        ConfigError: no teacher is named, or `score_output_dir` already has files (without --overwrite_output_dir).
+    """
+    output_dir = Path(recipe.scoring.score_output_dir)
+    check_output_dir(output_dir, overwrite=recipe.training.overwrite_output_dir)
+    teacher = load_teacher(recipe.scoring)
+    data = load_training_data(recipe.data)
+    names = source_names(list(data.train_sets))
+    scored = {names[source]: score_rows(rows, teacher, recipe.scoring) for source, rows in data.train_sets.items()}
+    output_dir.mkdir(parents=True, exist_ok=True)  # only once every source is scored: no half-written output
+    files = []
+    for name, rows in scored.items():
+        files.append(output_dir / f"{name}.jsonl")
+        with files[-1].open("w", encoding="utf-8") as file:
+            for line in rows.to_flagembedding():
                 file.write(json.dumps(line, ensure_ascii=False) + "\n")
-        paths.append(path)
-    report = {names[source]: result.summary() for source, result in scored.items()}
+    report = {name: rows.summary() for name, rows in scored.items()}
     (output_dir / SCORE_REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    return paths, report
+    return ScoredData(output_dir, files, report)
 
 
 def _cache_entry(args: ScoringArguments, teacher: CrossEncoder, pairs: list[tuple[str, str]]) -> Path | None:
