@@ -564,7 +564,6 @@ class Recipe:
     evaluation: EvaluationArguments
     card: CardArguments
     training: TrainingArguments
-    source: str | None = None  # the YAML file, for messages and the model card
     # The keys the YAML and the flags set: the training section of the card lists these, not the ~100 defaults.
     given: frozenset[str] = frozenset()
 
@@ -601,7 +600,6 @@ class EvalRecipe:
 
     run: EvalRunArguments
     evaluation: EvaluationArguments
-    source: str | None = None
 
 
 EVAL_SECTIONS = (EvalRunArguments, EvaluationArguments)
@@ -620,27 +618,26 @@ class RecipeParser(HfArgumentParser):
                 action.required = False
                 action.default = None
 
-    def parse_sections(self, argv: Sequence[str] | None = None) -> tuple[list[Any], str | None]:
-        """Parse `--config FILE` (optional) and flags into one instance per section, and the YAML's path.
+    def parse_sections(self, argv: Sequence[str] | None = None) -> list[Any]:
+        """Parse `--config FILE` (optional) and flags into one instance per section.
 
         Raises:
             ConfigError: an unknown key in the YAML or on the command line, or a value of the wrong type.
         """
         argv = list(sys.argv[1:] if argv is None else argv)
-        source = None
         self.given_keys = {item[2:].split("=")[0].removeprefix("no_") for item in argv if item.startswith("--")}
         if "--config" in argv:
             index = argv.index("--config")
             if index + 1 >= len(argv):
                 raise ConfigError("--config needs a path to a recipe YAML file")
-            source = argv[index + 1]
+            path = Path(argv[index + 1])
             del argv[index : index + 2]
-            self._set_yaml_defaults(Path(source))
+            self._set_yaml_defaults(path)
         *sections, unknown = self.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
         if unknown:
             flag = next((item for item in unknown if item.startswith("--")), unknown[0])
             raise ConfigError(f"unknown command-line argument {flag!r}{self._suggest(flag.lstrip('-'))}")
-        return sections, source
+        return sections
 
     def _set_yaml_defaults(self, path: Path) -> None:
         if not path.is_file():
@@ -782,8 +779,8 @@ def parse_recipe(argv: Sequence[str] | None = None, *, optional: Sequence[str] =
     """Parse a training recipe the way `recipes/train.py` and `st-bge train` do; fields in `optional` may be left
     out (None)."""
     parser = RecipeParser(SECTIONS, optional=optional)
-    sections, source = parser.parse_sections(argv)
-    recipe = Recipe(*sections, source=source, given=frozenset(parser.given_keys))
+    sections = parser.parse_sections(argv)
+    recipe = Recipe(*sections, given=frozenset(parser.given_keys))
     validate(recipe)
     return recipe
 
@@ -795,20 +792,19 @@ def parse_data_recipe(argv: Sequence[str] | None = None) -> Recipe:
 
 def parse_push_arguments(argv: Sequence[str] | None = None) -> PushArguments:
     """Parse `st-bge push` flags (or a YAML of them)."""
-    (push,), _ = RecipeParser((PushArguments,)).parse_sections(argv)
+    (push,) = RecipeParser((PushArguments,)).parse_sections(argv)
     return push
 
 
 def parse_export_arguments(argv: Sequence[str] | None = None) -> ExportArguments:
     """Parse `st-bge export` flags (or a YAML of them)."""
-    (export,), _ = RecipeParser((ExportArguments,)).parse_sections(argv)
+    (export,) = RecipeParser((ExportArguments,)).parse_sections(argv)
     return export
 
 
 def parse_eval_recipe(argv: Sequence[str] | None = None) -> EvalRecipe:
     """Parse an evaluation recipe the way `recipes/evaluate.py` and `st-bge eval` do."""
-    sections, source = RecipeParser(EVAL_SECTIONS).parse_sections(argv)
-    recipe = EvalRecipe(*sections, source=source)
+    recipe = EvalRecipe(*RecipeParser(EVAL_SECTIONS).parse_sections(argv))
     _validate_evaluation(recipe.evaluation)
     unknown_tests = sorted(set(recipe.run.stat_tests) - {"student", "fisher"})
     if unknown_tests:

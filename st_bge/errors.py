@@ -33,7 +33,6 @@ class DataError(StBgeError):
         self.source = str(source)
         self.line = line
         self.field = field
-        self.reason = message
         where = self.source
         if line is not None:
             where += f", line {line}"

@@ -39,7 +39,6 @@ def test_yaml_gives_defaults(recipe_file):
     assert recipe.evaluation.eval_metrics == ["ndcg@10", "recall@100"]
     # st-bge's own defaults for a BGE fine-tune
     assert recipe.training.batch_sampler == "no_duplicates"
-    assert recipe.source == str(recipe_file)
 
 
 def test_flags_override_yaml(recipe_file):

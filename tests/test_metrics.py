@@ -45,3 +45,22 @@ def test_integer_ids_become_strings():
     qrels = to_qrels({1: {10: 1}})
     run = to_run({1: {10: 0.3, 11: 0.9}})
     assert evaluate_run(qrels, run, ["mrr@10"]) == {"mrr@10": 0.5}
+
+
+def test_fisher_randomisation_is_seeded_and_agrees_with_ranx():
+    """The same differences give the same p-value every time; it estimates what ranx's (unseeded) test does."""
+    import numpy as np
+    from ranx.statistical_tests.fisher_randomization_test import fisher_randomization_test
+
+    from st_bge.evaluation.metrics import fisher_randomisation_p
+
+    rng = np.random.default_rng(0)
+    control = rng.random(200)
+    treatment = control + rng.normal(0.03, 0.2, size=200)
+    ours = [fisher_randomisation_p(treatment - control, 10_000, seed=42) for _ in range(3)]
+    assert ours[0] == ours[1] == ours[2]
+    theirs = fisher_randomization_test(control, treatment, n_permutations=10_000)[0]
+    assert abs(ours[0] - theirs) < 0.02  # Monte Carlo error of 10,000 draws at p ~ 0.05: about 0.002-0.005
+    assert 0.0 < ours[0] < 0.5
+    assert fisher_randomisation_p(np.zeros(50), 1000, seed=1) == 1.0  # no difference: every flip reaches it
+    assert fisher_randomisation_p(np.full(50, 0.5), 1000, seed=1) < 0.01

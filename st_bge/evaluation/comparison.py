@@ -17,7 +17,7 @@ from typing import Any
 
 from ranx import Qrels, Run, compare
 
-from st_bge.evaluation.metrics import evaluate_run, quiet_numba
+from st_bge.evaluation.metrics import evaluate_run, fisher_randomisation_p, per_query_scores, quiet_numba
 from st_bge.markdown import markdown_table
 
 STAT_TESTS = {"student": "paired t-test", "fisher": "Fisher's randomisation test"}
@@ -252,11 +252,10 @@ def compare_runs(
             )
         scores = {name: {m: float(report.results[name][m]) for m in metrics} for name in all_runs}
         for name in names[1:]:
-            pair = report.comparisons[names[0], name]
-            p_values[name][test] = {m: _p_value(pair[m]["p_value"]) for m in metrics}
+            p_values[name][test] = _p_values(report, test, qrels, all_runs, (names[0], name), metrics, random_seed)
         for name in reference_p:
-            pair = report.comparisons[name, reference[0]]
-            reference_p[name][test] = {m: _p_value(pair[m]["p_value"]) for m in metrics}
+            pair = (name, reference[0])
+            reference_p[name][test] = _p_values(report, test, qrels, all_runs, pair, metrics, random_seed)
         latex = latex or report.to_latex()
     return ModelComparison(
         eval_set=eval_set,
@@ -271,6 +270,21 @@ def compare_runs(
         reference_scores=scores[reference[0]] if reference else {},
         reference_p_values=reference_p,
     )
+
+
+def _p_values(
+    report, test: str, qrels: Qrels, runs: Mapping[str, Run], pair: tuple[str, str], metrics, seed: int
+) -> dict[str, float]:
+    """The p-value of each metric for `pair`: ranx's for the t-test, st-bge's seeded Fisher test (reproducible
+    run to run, `fisher_randomisation_p`) for Fisher."""
+    if test != "fisher":
+        return {m: _p_value(report.comparisons[pair][m]["p_value"]) for m in metrics}
+    p_values = {}
+    for metric in metrics:
+        first, second = (per_query_scores(qrels, runs[name], metric) for name in pair)
+        differences = [second[query] - first[query] for query in first]
+        p_values[metric] = fisher_randomisation_p(differences, FISHER_PERMUTATIONS, seed)
+    return p_values
 
 
 def compare_modes(
