@@ -8,7 +8,6 @@ valid key as a suggestion. `metadata["help"]` of every field is what `--help` pr
 
 from __future__ import annotations
 
-import difflib
 import json
 import sys
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from sentence_transformers import SentenceTransformerTrainingArguments
 from transformers import HfArgumentParser
 
 from st_bge.bge import ENSEMBLE_WEIGHTS, LOSS_WEIGHTS, MODES
-from st_bge.errors import ConfigError
+from st_bge.errors import ConfigError, did_you_mean
 from st_bge.storage import PRE_TRAINING_FILES
 
 LOSS_NAMES = ("mnrl", "cached_mnrl", "gist", "cached_gist", "m3_unified", "cached_m3_unified")
@@ -673,9 +672,7 @@ class RecipeParser(HfArgumentParser):
         self.given_keys |= set(config)
 
     def _suggest(self, key: str) -> str:
-        known = [action.dest for action in self._actions if action.dest != "help"]
-        close = difflib.get_close_matches(key, known, n=1)
-        return f" (did you mean '{close[0]}'?)" if close else ""
+        return did_you_mean(key, (action.dest for action in self._actions if action.dest != "help"))
 
 
 def _field_type(sections: Sequence[type], name: str) -> str | None:

@@ -6,7 +6,15 @@ and always before training starts, so a bad file never costs a half-finished run
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from os import PathLike
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """` (did you mean 'x'?)` for the closest of `known` to a misspelt key or column, else an empty string."""
+    close = difflib.get_close_matches(name, list(known), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 class StBgeError(Exception):

@@ -14,7 +14,6 @@ Three record shapes are understood here (BEIR folders and LlamaIndex files are i
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import math
 from collections.abc import Mapping
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from datasets import Dataset
 
 from st_bge.data.sources import Records
-from st_bge.errors import DataError
+from st_bge.errors import DataError, did_you_mean
 
 logger = logging.getLogger(__name__)
 
@@ -246,9 +245,7 @@ def _require(
     """Raise for the first of `keys` missing from `values`, suggesting a close spelling that is there."""
     for key in keys:
         if key not in values:
-            close = difflib.get_close_matches(key, list(values), n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise DataError(source, f"missing {noun}{hint}", line=line, field=f"{prefix}{key}")
+            raise DataError(source, f"missing {noun}{did_you_mean(key, values)}", line=line, field=f"{prefix}{key}")
 
 
 def text_columns(columns: list[str]) -> list[str]:
