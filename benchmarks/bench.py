@@ -1,6 +1,7 @@
 """st-bge benchmarks: every figure is measured here, side by side in one run, and printed as JSON lines.
 
     python benchmarks/bench.py train    # samples/s: st-bge vs a bare PyTorch loop vs a pad-to-512 loop, and MFU
+    python benchmarks/bench.py losses   # samples/s of MNRL, GIST, cached GIST (st-bge, sentence-transformers)
     python benchmarks/bench.py memory   # peak memory of MNRL vs cached MNRL vs cached GIST at batch 32..1024
     python benchmarks/bench.py memory --losses m3_unified cached_m3_unified  # BGE-M3's unified loss, same meter
     python benchmarks/bench.py encode   # corpus encoding docs/s: st-bge's retrieval path vs a raw forward pass
@@ -37,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 MBPP = REPO / "data" / "mbpp_sanitized"
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 BATCH, MAX_LENGTH, SCALE = 32, 256, 20.0
+LOSS_MAX_LENGTH = 128  # the quickstart's
 METERS = ("tensors", "rss")
 
 
@@ -193,6 +195,82 @@ def bench_train(args: argparse.Namespace) -> None:
             tokens_per_second = tokens_per_step * record["bare_samples_per_second"] / BATCH
             record["mfu_bare"] = 6 * parameters * tokens_per_second / peak
             emit(record)
+
+
+# ----------------------------------------------------------------------------------------------- loss speed
+
+# What each variant runs: (st-bge or sentence-transformers class, per-step or precomputed guide, one pass allowed).
+LOSS_VARIANTS = {
+    "mnrl": ("mnrl", None, None),
+    "gist (st-bge)": ("gist", "precomputed", None),
+    "cached_gist (sentence-transformers)": ("cached_gist", "sentence-transformers", None),
+    "cached_gist (st-bge before)": ("cached_gist", "per-step", False),
+    "cached_gist (st-bge)": ("cached_gist", "precomputed", True),
+}
+
+
+def loss_steps(model_path: str, variant: str, batch: int, lora: bool, steps: int, output_dir: Path) -> dict:
+    """`steps` optimizer steps of one loss variant through SentenceTransformerTrainer (the recipe's stack): step
+    times, and the one-off cost of precomputing the guide where the variant does.
+
+    "st-bge before" is st-bge's cached GIST as it was before the guide table and the one-pass path: the guide run
+    at every step and GradCache's two passes even when the batch is one mini-batch (its one-pass test switched off).
+    """
+    from sentence_transformers import SentenceTransformerTrainer
+    from sentence_transformers.sentence_transformer import losses as st_losses
+
+    from st_bge.guide import precompute_guide
+    from st_bge.modeling import add_lora
+
+    loss_name, guide_kind, one_pass = LOSS_VARIANTS[variant]
+    recipe = parse_recipe(
+        [
+            *("--model_name_or_path", model_path, "--dataset_name_or_path", str(MBPP), "--dataset_split", "all"),
+            *("--max_seq_length", str(LOSS_MAX_LENGTH), "--loss", loss_name, "--temperature", "0.05"),
+            *("--mini_batch_size", "32", "--use_lora", str(lora).lower(), "--learning_rate", "1e-5"),
+            *("--per_device_train_batch_size", str(batch), "--max_steps", str(steps), "--seed", "42"),
+            *("--output_dir", str(output_dir), "--save_strategy", "no", "--report_to", "none"),
+            *("--dataloader_pin_memory", "false", "--logging_steps", "1000", "--batch_sampler", "no_duplicates"),
+        ]
+    )
+    model = load_model(recipe.model)
+    guide = frozen_copy(model) if guide_kind else None
+    if lora:
+        add_lora(model, recipe.model)
+    if guide_kind == "sentence-transformers":
+        loss = st_losses.CachedGISTEmbedLoss(model, guide=guide, temperature=0.05, mini_batch_size=32)
+    else:
+        loss = build_loss(model, recipe.loss, guide=guide)
+    if one_pass is False:
+        loss._fits_one_mini_batch = lambda features: False
+    timer = StepTimes()
+    rows = load_beir(MBPP, "all").to_training_dataset()
+    trainer = SentenceTransformerTrainer(
+        model=model, args=recipe.training, train_dataset=rows, loss=loss, callbacks=[timer]
+    )
+    precompute_seconds = None
+    if guide_kind == "precomputed":
+        start = time.perf_counter()
+        loss.guide = precompute_guide(loss, trainer.data_collator, trainer.train_dataset, use_cache=False)
+        precompute_seconds = time.perf_counter() - start
+    trainer.train()
+    timed = timer.times
+    return {
+        "samples_per_second": batch * (len(timed) - 1) / (timed[-1] - timed[0]),
+        "guide_precompute_seconds": precompute_seconds,
+        "guide_inputs": len(loss.guide.embeddings) if guide_kind == "precomputed" else None,
+    }
+
+
+def bench_losses(args: argparse.Namespace) -> None:
+    """Samples/s of each loss variant on all-MiniLM-L6-v2 and the MBPP pairs, in one run, the first step a warm-up."""
+    emit({"bench": "losses", "machine": machine(), "max_length": LOSS_MAX_LENGTH, "steps": args.steps})
+    with tempfile.TemporaryDirectory() as tmp:
+        for lora in (True, False):
+            for batch in args.batches:
+                for variant in args.variants:
+                    record = loss_steps(MINILM, variant, batch, lora, args.steps, Path(tmp) / "run")
+                    emit({"bench": "losses", "variant": variant, "batch": batch, "lora": lora, **record})
 
 
 # --------------------------------------------------------------------------------------------------- memory
@@ -477,6 +555,10 @@ def main() -> None:
     one.add_argument("batch", type=int)
     one.add_argument("max_length", type=int)
     one.add_argument("meter", choices=METERS)
+    losses = commands.add_parser("losses")
+    losses.add_argument("--batches", type=int, nargs="+", default=[32, 128])
+    losses.add_argument("--variants", nargs="+", choices=list(LOSS_VARIANTS), default=list(LOSS_VARIANTS))
+    losses.add_argument("--steps", type=int, default=3)
     commands.add_parser("encode")
     m3_memory = commands.add_parser("m3-memory")
     m3_memory.add_argument("--batches", type=int, nargs="+", default=[8, 32])
@@ -499,7 +581,13 @@ def main() -> None:
     elif args.command == "m3-sparse-one":
         m3_sparse_one(args.formulation, args.batch)
     else:
-        commands = {"train": bench_train, "memory": bench_memory, "encode": bench_encode, "m3-memory": bench_m3_memory}
+        commands = {
+            "train": bench_train,
+            "losses": bench_losses,
+            "memory": bench_memory,
+            "encode": bench_encode,
+            "m3-memory": bench_m3_memory,
+        }
         commands[args.command](args)
 
 

@@ -273,6 +273,13 @@ class LossArguments:
     )
     gist_contrast_anchors: bool = field(default=True, metadata={"help": "GIST: also contrast anchor vs anchor."})
     gist_contrast_positives: bool = field(default=True, metadata={"help": "GIST: also contrast positive vs positive."})
+    gist_precompute_guide: bool = field(
+        default=True,
+        metadata={
+            "help": "GIST: embed each distinct training input with the frozen guide once, before training (cached on "
+            "disk like the corpus embeddings), instead of at every step; the loss is the same."
+        },
+    )
     gather_across_devices: bool | None = field(
         default=None,
         metadata={

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+import torch
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer import losses as st_losses
 from sentence_transformers.sentence_transformer.losses import (
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from st_bge.config import LossArguments
 from st_bge.errors import ConfigError
+from st_bge.guide import embed_with_guide
 from st_bge.m3 import BGEM3Model
 from st_bge.m3_loss import CachedM3UnifiedLoss, M3UnifiedLoss
 
@@ -161,9 +163,12 @@ class _GISTSimilarities:
 
     def forward(self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
         try:
-            return super().forward(sentence_features, labels)
+            return self.step_loss(list(sentence_features), labels)
         finally:
             self._gathered = []  # the columns of one step only
+
+    def step_loss(self, sentence_features: list[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
+        return super().forward(sentence_features, labels)
 
     def sim_matrix(self, embed1: Tensor, embed2: Tensor) -> Tensor:
         return cos_sim(embed1, self._all_columns(embed2) if self.gather_columns else embed2)
@@ -187,4 +192,34 @@ class GISTEmbedLoss(_GISTSimilarities, st_losses.GISTEmbedLoss):
 
 
 class CachedGISTEmbedLoss(_GISTSimilarities, st_losses.CachedGISTEmbedLoss):
-    """sentence-transformers' `CachedGISTEmbedLoss`, with st-bge's similarities (`_GISTSimilarities`)."""
+    """sentence-transformers' `CachedGISTEmbedLoss`, with st-bge's similarities (`_GISTSimilarities`), and one pass
+    where GradCache has nothing to split.
+
+    GradCache embeds every mini-batch without gradients, computes the loss and its gradients with respect to the
+    embeddings, then embeds each mini-batch again with gradients. When a step's batch fits in one mini-batch
+    (`per_device_train_batch_size <= mini_batch_size`, the quickstart's 32 and 32) that first pass buys nothing:
+    this loss then embeds once with gradients and computes the same loss (`calculate_loss`) on those embeddings,
+    as the uncached loss would (tests/test_losses.py: loss and gradients equal theirs).
+    """
+
+    _said_one_pass = False
+
+    def step_loss(self, sentence_features: list[dict[str, Tensor]], labels: Tensor | None) -> Tensor:
+        if not (torch.is_grad_enabled() and self._fits_one_mini_batch(sentence_features)):
+            return super().step_loss(sentence_features, labels)
+        if not self._said_one_pass:
+            logger.info(
+                "cached_gist: the batch fits in one mini-batch (mini_batch_size %d), so each step embeds once, with "
+                "gradients, instead of GradCache's two passes",
+                self.mini_batch_size,
+            )
+            self._said_one_pass = True
+        embeddings = [[self.model(features)["sentence_embedding"]] for features in sentence_features]
+        with torch.no_grad():
+            guide_embeddings = [[embed_with_guide(self, features)] for features in sentence_features]
+        return self.calculate_loss(embeddings, guide_embeddings)
+
+    def _fits_one_mini_batch(self, sentence_features: list[dict[str, Tensor]]) -> bool:
+        return self.mini_batch_num_tokens is None and all(
+            len(features["input_ids"]) <= self.mini_batch_size for features in sentence_features
+        )

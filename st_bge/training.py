@@ -29,6 +29,7 @@ from st_bge.evaluation.bm25 import bm25_run
 from st_bge.evaluation.evaluator import EVALUATOR_NAME
 from st_bge.evaluation.plots import plot_metric_bars, plot_training_curves
 from st_bge.evaluation.retrieval import ModeRuns, mode_notes
+from st_bge.guide import precompute_guide
 from st_bge.losses import build_loss, is_m3_loss, needs_guide, require_m3_heads
 from st_bge.m3 import BGEM3Model
 from st_bge.m3_loss import M3StepCallback, M3UnifiedLoss
@@ -129,6 +130,11 @@ def train(recipe: Recipe) -> TrainResult:
         evaluator=evaluator,
         callbacks=[M3StepCallback(loss)] if isinstance(loss, M3UnifiedLoss) else None,
     )
+    if needs_guide(recipe.loss) and recipe.loss.gist_precompute_guide:
+        # Batches the training's forward passes already fit (with gradients): the mini-batch of a cached loss.
+        batch_size = getattr(loss, "mini_batch_size", args.per_device_train_batch_size)
+        with args.main_process_first(desc="GIST guide embeddings"):  # the others read the main process's cache
+            loss.guide = precompute_guide(loss, trainer.data_collator, trainer.train_dataset, batch_size=batch_size)
     trainer.train(resume_from_checkpoint=checkpoint)
 
     comparison = None

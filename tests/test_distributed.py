@@ -34,8 +34,11 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 from conftest import TOPICS, redraw_weights
+from datasets import Dataset
+from sentence_transformers.sentence_transformer.data_collator import SentenceTransformerDataCollator
 
 from st_bge.config import LossArguments, ModelArguments
+from st_bge.guide import precompute_guide
 from st_bge.losses import build_loss
 from st_bge.modeling import frozen_copy, load_model
 
@@ -69,10 +72,14 @@ class Config(NamedTuple):
     loss: str
     columns: int  # 2: (anchor, positive); 3: with a hard-negative column
     contrast_anchors: bool = False  # GIST only: the anchor-anchor term (on by default in recipes)
+    precomputed_guide: bool = False  # GIST only: the guide answers from a table (`st_bge.guide`); the reference not
+    mini_batch_size: int = MINI_BATCH_SIZE
 
     def __str__(self) -> str:
         anchors = "-contrast_anchors" if self.contrast_anchors else ""
-        return f"{self.loss}-{'triplets' if self.columns == 3 else 'pairs'}{anchors}"
+        precomputed = "-precomputed_guide" if self.precomputed_guide else ""
+        mini_batch = f"-mini_batch_{self.mini_batch_size}" if self.mini_batch_size != MINI_BATCH_SIZE else ""
+        return f"{self.loss}-{'triplets' if self.columns == 3 else 'pairs'}{anchors}{precomputed}{mini_batch}"
 
 
 CONFIGS = [Config(loss, columns) for loss in ("mnrl", "cached_mnrl") for columns in (2, 3)] + [
@@ -80,6 +87,14 @@ CONFIGS = [Config(loss, columns) for loss in ("mnrl", "cached_mnrl") for columns
     for loss in ("gist", "cached_gist")
     for columns in (2, 3)
     for anchors in (False, True)
+]
+# The precomputed guide on each rank, and cached GIST's one pass: a rank's 4 rows fit in one mini-batch of 4, while
+# the one-process reference splits its 8 rows into two (GradCache), with the guide run at the step.
+CONFIGS += [
+    Config("gist", 3, True, precomputed_guide=True),
+    Config("cached_gist", 3, True, precomputed_guide=True),
+    Config("cached_gist", 3, True, mini_batch_size=PER_RANK),
+    Config("cached_gist", 3, True, precomputed_guide=True, mini_batch_size=PER_RANK),
 ]
 # BGE-M3's unified loss (dense + sparse + ColBERT + ensemble + self-distillation) runs on the tiny XLM-R with heads.
 M3_CONFIGS = [Config(loss, columns) for loss in ("m3_unified", "cached_m3_unified") for columns in (2, 3)]
@@ -143,11 +158,20 @@ def _m3_model(model_path: str):
 
 def _build(model, guide, config: Config, world_size: int, **fields):
     args = LossArguments(
-        loss=config.loss, mini_batch_size=MINI_BATCH_SIZE, gist_contrast_anchors=config.contrast_anchors, **fields
+        loss=config.loss,
+        mini_batch_size=config.mini_batch_size,
+        gist_contrast_anchors=config.contrast_anchors,
+        **fields,
     )
     loss_fn = build_loss(model, args, guide=guide, world_size=world_size)
     # st-bge turns gathering on by itself
     assert loss_fn.get_config_dict()["gather_across_devices"] is (world_size > 1)
+    if config.precomputed_guide:
+        # The table every rank builds from the whole training set, as `st_bge.training` does.
+        columns = {name: [row[i] for row in ROWS] for i, name in enumerate(["anchor", "positive", "negative"])}
+        data = Dataset.from_dict(dict(list(columns.items())[: config.columns]))
+        collator = SentenceTransformerDataCollator(preprocess_fn=model.preprocess)
+        loss_fn.guide = precompute_guide(loss_fn, collator, data, use_cache=False)
     return loss_fn
 
 
@@ -158,7 +182,7 @@ def _loss_and_grads(model, guide, config: Config, rows: slice, world_size: int, 
     loss = loss_fn(_features(model, rows, config.columns), labels=None)
     loss.backward()
     grads = {name: p.grad.detach().clone() for name, p in model.named_parameters() if p.grad is not None}
-    return loss.item(), grads
+    return loss.item(), grads, loss_fn
 
 
 def _loss_with_rank_offset_zero(model, guide, config: Config, rows: slice) -> float:
@@ -194,11 +218,11 @@ def _loss_with_local_anchors(model, guide, config: Config, rows: slice) -> float
 
 def _ddp_step(model, guide, config: Config, rows: slice, **fields):
     """This rank's loss, and the gradients as DDP's reducer leaves them: averaged over the ranks."""
-    loss, grads = _loss_and_grads(model, guide, config, rows, WORLD_SIZE, **fields)
+    loss, grads, loss_fn = _loss_and_grads(model, guide, config, rows, WORLD_SIZE, **fields)
     for grad in grads.values():
         dist.all_reduce(grad)
         grad /= WORLD_SIZE
-    return loss, grads
+    return loss, grads, loss_fn
 
 
 def _worker(rank: int, port: int, model_path: str, m3_path: str, out_dir: str) -> None:
@@ -212,13 +236,15 @@ def _worker(rank: int, port: int, model_path: str, m3_path: str, out_dir: str) -
         results = {}
         for config in CONFIGS:
             config_model, config_guide = (m3_model, None) if is_m3(config) else (model, guide)
-            loss, grads = _ddp_step(config_model, config_guide, config, rows)
+            loss, grads, loss_fn = _ddp_step(config_model, config_guide, config, rows)
             results[str(config)] = {"loss": loss, "grads": grads}
+            if config.precomputed_guide:
+                results[str(config)]["guide_misses"] = loss_fn.guide.misses
             results[str(config)]["misaligned_loss"] = _loss_with_rank_offset_zero(config_model, guide, config, rows)
             if config.contrast_anchors:
                 results[str(config)]["local_anchors_loss"] = _loss_with_local_anchors(model, guide, config, rows)
             if is_m3(config):  # FlagEmbedding's gathering: dense candidates only
-                dense_only, _ = _ddp_step(m3_model, None, config, rows, m3_flagembedding_compatible=True)
+                dense_only, *_ = _ddp_step(m3_model, None, config, rows, m3_flagembedding_compatible=True)
                 results[str(config)]["dense_only_gathered_loss"] = dense_only
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
@@ -256,7 +282,9 @@ def one_process(model_and_guide, tiny_xlmr_path) -> dict[str, tuple[float, dict[
     m3 = (_m3_model(str(tiny_xlmr_path)), None)
     try:
         return {
-            str(c): _loss_and_grads(*(m3 if is_m3(c) else model_and_guide), c, slice(None), world_size=1)
+            str(c): _loss_and_grads(
+                *(m3 if is_m3(c) else model_and_guide), c._replace(precomputed_guide=False), slice(None), world_size=1
+            )[:2]
             for c in CONFIGS
         }
     finally:
@@ -278,6 +306,11 @@ def test_ddp_loss_and_gradients_equal_one_process(ranks, one_process, config):
             )
     # The gradients are far from zero, so matching them within GRAD_ATOL is not vacuous.
     assert max(grad.abs().max().item() for grad in grads.values()) > 100 * GRAD_ATOL
+
+
+def test_precomputed_guide_answers_every_input_on_each_rank(ranks):
+    for config in (c for c in CONFIGS if c.precomputed_guide):
+        assert [r[str(config)]["guide_misses"] for r in ranks] == [0] * WORLD_SIZE, config
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=str)

@@ -52,12 +52,17 @@ def test_each_loss_trains_two_steps(loss_name, tiny_bert_path, beir_folder, tmp_
 
 
 @pytest.mark.parametrize("columns", [2, 3], ids=["pairs", "triplets"])
-@pytest.mark.parametrize("loss_name", ["gist", "cached_gist"])
-def test_gist_losses_compute_what_sentence_transformers_computes(loss_name, columns, tiny_bge_model):
+@pytest.mark.parametrize(
+    ("loss_name", "mini_batch_size"),
+    [("gist", 3), ("cached_gist", 3), ("cached_gist", 12)],  # 12 rows: 4 mini-batches of 3, or one of 12
+    ids=str,
+)
+def test_gist_losses_compute_what_sentence_transformers_computes(loss_name, mini_batch_size, columns, tiny_bge_model):
     """On one process st-bge's GIST losses are sentence-transformers' own: same loss, same gradients.
 
     They only compute the similarity matrices with less memory (2-D instead of broadcast over the embedding
-    dimension) and gather anchors under DDP (`st_bge.losses._GISTSimilarities`). Every term is on (anchor-anchor,
+    dimension), gather anchors under DDP (`st_bge.losses._GISTSimilarities`), and embed once where the batch is
+    one mini-batch (`CachedGISTEmbedLoss`): theirs embeds it twice. Every term is on (anchor-anchor,
     positive-positive, a hard-negative column), with weights redrawn so that the guide masks some candidates and
     not others.
     """
@@ -70,7 +75,7 @@ def test_gist_losses_compute_what_sentence_transformers_computes(loss_name, colu
     queries, codes = zip(*TOPICS.values(), strict=True)
     texts = [queries, codes, codes[1:] + codes[:1]][:columns]  # negatives: another row's code
 
-    args = LossArguments(loss=loss_name, mini_batch_size=3)  # 8 rows: mini-batches of 3, 3 and 2
+    args = LossArguments(loss=loss_name, mini_batch_size=mini_batch_size)
     ours = build_loss(model, args, guide=guide)
     theirs = getattr(st_losses, type(ours).__name__)(
         model,
@@ -84,14 +89,21 @@ def test_gist_losses_compute_what_sentence_transformers_computes(loss_name, colu
     )
     assert type(theirs).__module__.startswith("sentence_transformers.") and ours.contrast_anchors
 
+    forwards = [0]
+    model[0].register_forward_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
     results = []
     for loss_fn in (ours, theirs):
+        forwards[0] = 0
         model.zero_grad(set_to_none=True)
         loss = loss_fn([model.tokenize(list(column)) for column in texts], labels=None)
         loss.backward()
         grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
-        results.append((loss.item(), grads))
-    (our_loss, our_grads), (their_loss, their_grads) = results
+        results.append((loss.item(), grads, forwards[0]))
+    (our_loss, our_grads, our_forwards), (their_loss, their_grads, their_forwards) = results
+    if loss_name == "cached_gist" and mini_batch_size == 12:
+        assert (our_forwards, their_forwards) == (columns, 2 * columns)  # one pass per column, not GradCache's two
+    else:
+        assert our_forwards == their_forwards
     assert our_loss == pytest.approx(their_loss, rel=1e-5)
     assert our_grads.keys() == their_grads.keys()
     for name, grad in their_grads.items():
