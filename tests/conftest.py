@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
+# st-bge's caches (embeddings, mined rows, scores, GIST guide) go to a folder of this test session, never the user's.
+os.environ["ST_BGE_CACHE"] = tempfile.mkdtemp(prefix="st-bge-tests-")
 # Imported after the environment above: huggingface_hub reads HF_HUB_OFFLINE when it is first imported.
 from st_bge.config import ModelArguments, parse_recipe
 from st_bge.modeling import load_model
