@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -78,7 +79,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.settings[0] != "today":
         parser.error("the first setting is the baseline: start --settings with today")
-    sections = [f"Command: `python benchmarks/sweep.py {' '.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}\n"]
+    sections = [f"Command: `python benchmarks/sweep.py {shlex.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}\n"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
             result = run_set(name, args.settings, Path(tmp))

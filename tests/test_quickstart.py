@@ -1,4 +1,4 @@
-"""The offline quickstart end to end with the real all-MiniLM-L6-v2 (about 8 minutes on 2 CPU cores)."""
+"""The offline quickstart end to end with the real all-MiniLM-L6-v2 (about 5 minutes on 2 CPU cores)."""
 
 from __future__ import annotations
 
