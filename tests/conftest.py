@@ -9,9 +9,12 @@ Tokenizers are trained in-process with `tokenizers` on the fixture texts.
 
 from __future__ import annotations
 
+import collections
 import copy
 import json
+import math
 import os
+import string
 import tempfile
 from pathlib import Path
 
@@ -98,17 +101,28 @@ def _write_beir(folder: Path) -> Path:
     return folder
 
 
-def _train_tokenizer(kind: str):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+def _build_tokenizer(kind: str):
+    """A tiny tokenizer over the fixtures' texts: BERT's WordPiece ("bert") or XLM-R's Unigram ("xlmr").
+
+    The vocabulary is built here, not trained: the `tokenizers` trainers break ties in hash-map order, which differs
+    from process to process, so a trained vocabulary (and every fixture model, mined negative and loss built on it)
+    changed from one test run to the next. This one is the same on every run: the special tokens, every character of
+    the texts and of ASCII letters and digits (WordPiece also as a `##` continuation), then whole words by count, ties
+    by spelling.
+    """
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
     if kind == "bert":
         from transformers import BertTokenizerFast
 
-        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-        tokenizer.train_from_iterator(_texts(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=specials))
+        normalizer, pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre_tokenizers.BertPreTokenizer()
+        words = _word_counts(normalizer, pre_tokenizer)
+        chars = sorted({char for word in words for char in word} | set(string.ascii_lowercase + string.digits))
+        pieces = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{char}" for char in chars), *words]
+        tokenizer = Tokenizer(
+            models.WordPiece({piece: i for i, piece in enumerate(dict.fromkeys(pieces))}, unk_token="[UNK]")
+        )
+        tokenizer.normalizer, tokenizer.pre_tokenizer = normalizer, pre_tokenizer
         tokenizer.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]",
             pair="[CLS] $A [SEP] $B:1 [SEP]:1",
@@ -119,12 +133,17 @@ def _train_tokenizer(kind: str):
 
     from transformers import XLMRobertaTokenizerFast
 
-    tokenizer = Tokenizer(models.Unigram())
-    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
-    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tokenizer.train_from_iterator(
-        _texts(), trainers.UnigramTrainer(vocab_size=300, special_tokens=specials, unk_token="<unk>")
+    pre_tokenizer = pre_tokenizers.Metaspace()
+    words = _word_counts(None, pre_tokenizer)
+    chars = sorted(
+        ({char for word in words for char in word} | set(string.ascii_letters + string.digits)) - set(words)
     )
+    total = sum(words.values())
+    # Unigram segments by the highest total log-probability: a whole word (one piece) beats its characters.
+    vocab = [(special, 0.0) for special in ("<s>", "<pad>", "</s>", "<unk>", "<mask>")]
+    vocab += [(word, math.log(count / total)) for word, count in words.items()] + [(char, -20.0) for char in chars]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=3))
+    tokenizer.pre_tokenizer = pre_tokenizer
     tokenizer.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>",
         pair="<s> $A </s> </s> $B </s>",
@@ -132,6 +151,16 @@ def _train_tokenizer(kind: str):
     )
     tokenizer.decoder = decoders.Metaspace()
     return XLMRobertaTokenizerFast(tokenizer_object=tokenizer, model_max_length=128)
+
+
+def _word_counts(normalizer, pre_tokenizer) -> dict[str, int]:
+    """The fixtures' words as the tokenizer splits them, most frequent first, ties by spelling."""
+    counts = collections.Counter(
+        word
+        for text in _texts()
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text) if normalizer else text)
+    )
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
 
 
 def _tiny_config(config_class, tokenizer, **extra):
@@ -154,7 +183,7 @@ def tiny_bert_path(tmp_path_factory) -> Path:
 
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("models") / "tiny-bge-bert"
-    tokenizer = _train_tokenizer("bert")
+    tokenizer = _build_tokenizer("bert")
     BertModel(_tiny_config(BertConfig, tokenizer)).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
@@ -170,7 +199,7 @@ def tiny_xlmr_path(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("models")
     raw = root / "raw-xlmr"
-    tokenizer = _train_tokenizer("xlmr")
+    tokenizer = _build_tokenizer("xlmr")
     XLMRobertaModel(
         _tiny_config(XLMRobertaConfig, tokenizer, type_vocab_size=1), add_pooling_layer=False
     ).save_pretrained(raw)
@@ -180,8 +209,26 @@ def tiny_xlmr_path(tmp_path_factory) -> Path:
     transformer = Transformer(str(raw), max_seq_length=128)
     model = SentenceTransformer(modules=[transformer, Pooling(32, "cls"), Normalize()])
     model.save(str(folder))
-    for name, state in m3_head_states(32, seed=0).items():
+    features = model.preprocess(_texts())
+    with torch.no_grad():
+        tokens = model(features)["token_embeddings"][features["attention_mask"].bool()]
+    for name, state in m3_head_states(32, seed=0, token_embeddings=tokens).items():
         torch.save(state, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def spread_bert_path(tiny_bert_path, tmp_path_factory) -> Path:
+    """The tiny BERT loaded the BGE way with its weights redrawn wider (`redraw_weights`) and saved.
+
+    Its cosines spread over about 0.5-1.0, where the fixture's own sit within 1e-6 of one another: a GIST guide made
+    from it scores no in-batch candidate within float rounding of a positive, so whether it masks one does not rest
+    on the order of a float sum.
+    """
+    folder = tmp_path_factory.mktemp("models") / "tiny-bge-bert-spread"
+    model = load_model(ModelArguments(model_name_or_path=str(tiny_bert_path)))
+    redraw_weights(model, seed=2)
+    model.save(str(folder))
     return folder
 
 
@@ -201,13 +248,22 @@ def m3_no_dropout_path(tiny_xlmr_path, tmp_path_factory) -> Path:
     return folder
 
 
-def m3_head_states(hidden: int, seed: int, colbert_dim: int | None = None) -> dict[str, dict[str, torch.Tensor]]:
+def m3_head_states(
+    hidden: int, seed: int, colbert_dim: int | None = None, token_embeddings: torch.Tensor | None = None
+) -> dict[str, dict[str, torch.Tensor]]:
     """State dicts of BGE-M3 heads that give every mode something to score: ColBERT weights of std 0.3, and a sparse
-    head whose positive bias gives most tokens a weight (nn.Linear's default init leaves many texts with none)."""
+    head that gives most tokens a weight (nn.Linear's default init leaves many texts with none).
+
+    An untrained encoder's token embeddings share a large common component, so the sparse head's pre-activation
+    has an offset of its own (0.1 on one fixture vocabulary, -2.6 on another: 62% or 5% of tokens weighted). Given
+    `token_embeddings` (the encoder's, over the fixture texts' tokens), the bias cancels that offset: the average
+    token's pre-activation is 0.5, about two tokens in three get a weight."""
     generator = torch.Generator().manual_seed(seed)
     colbert_dim = colbert_dim or hidden
+    sparse_weight = torch.randn(1, hidden, generator=generator) * 0.3
+    offset = 0.0 if token_embeddings is None else (token_embeddings @ sparse_weight.T).mean().item()
     return {
-        "sparse_linear.pt": {"weight": torch.randn(1, hidden, generator=generator) * 0.3, "bias": torch.tensor([0.5])},
+        "sparse_linear.pt": {"weight": sparse_weight, "bias": torch.tensor([0.5 - offset])},
         "colbert_linear.pt": {
             "weight": torch.randn(colbert_dim, hidden, generator=generator) * 0.3,
             "bias": torch.randn(colbert_dim, generator=generator) * 0.1,

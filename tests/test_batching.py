@@ -15,12 +15,27 @@ from st_bge.training import train
 
 
 def mixed_length_rows(n: int = 96) -> Dataset:
-    """Anchors of a few words, positives from one word to a long paragraph."""
-    words = ["sort", "a", "list", "of", "numbers", "and", "return", "the", "largest", "value", "found", "in", "it"]
+    """Anchors of a few words, positives from one word to a long paragraph (words of the fixtures' vocabulary, one
+    token each, so that the lengths are the ones written here)."""
+    words = [
+        "sort",
+        "a",
+        "list",
+        "of",
+        "numbers",
+        "and",
+        "return",
+        "the",
+        "largest",
+        "element",
+        "every",
+        "in",
+        "order",
+    ]
     return Dataset.from_dict(
         {
-            "anchor": [f"question {i} " + " ".join(words[: 1 + i % 4]) for i in range(n)],
-            "positive": [" ".join((words * 8)[: 1 + (i * 7) % 90]) + f" answer {i}" for i in range(n)],
+            "anchor": [f"find {i} " + " ".join(words[: 1 + i % 4]) for i in range(n)],
+            "positive": [" ".join((words * 8)[: 1 + (i * 7) % 90]) + f" keep {i}" for i in range(n)],
         }
     )
 

@@ -128,10 +128,14 @@ def test_guide_cache_hits_on_a_second_run_and_is_new_for_another_guide_or_other_
 
 
 def test_training_answers_every_guide_input_from_the_table_and_trains_as_the_per_step_guide(
-    tiny_bert_path, beir_folder, tmp_path, monkeypatch
+    spread_bert_path, beir_folder, tmp_path, monkeypatch
 ):
     """Two seeded steps with mined hard negatives (a third column) and the query prompt, with and without the
-    precomputed guide: the same logged losses and weights."""
+    precomputed guide: the same logged losses and weights.
+
+    The table's embeddings equal the per-step guide's to float rounding (about 1e-7: other batches, other padding),
+    and GIST masks by a hard threshold, so the model (and its frozen copy, the guide) is `spread_bert_path`: with
+    the fixture's near-equal cosines a candidate within 1e-7 of its positive flipped the mask now and then."""
     monkeypatch.setenv("ST_BGE_CACHE", str(tmp_path / "cache"))
     fields = {
         "loss": "cached_gist",
@@ -140,8 +144,8 @@ def test_training_answers_every_guide_input_from_the_table_and_trains_as_the_per
         "mine_relative_margin": 0.0,  # the tiny model's scores are close: keep what it mines
         "query_prompt": "q: ",
     }
-    precomputed = train_two_steps(tiny_bert_path, beir_folder, tmp_path / "on", **fields)
-    per_step = train_two_steps(tiny_bert_path, beir_folder, tmp_path / "off", gist_precompute_guide=False, **fields)
+    precomputed = train_two_steps(spread_bert_path, beir_folder, tmp_path / "on", **fields)
+    per_step = train_two_steps(spread_bert_path, beir_folder, tmp_path / "off", gist_precompute_guide=False, **fields)
 
     table = precomputed.trainer.loss.guide
     assert isinstance(table, PrecomputedGuide) and not isinstance(per_step.trainer.loss.guide, PrecomputedGuide)
