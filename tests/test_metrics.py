@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from st_bge.evaluation.metrics import evaluate_run, to_qrels, to_run
+from st_bge.evaluation.comparison import compare_runs
+from st_bge.evaluation.metrics import evaluate_run, per_query_scores, to_qrels, to_run
 
 
 def test_graded_metrics_match_hand_computed_values():
@@ -39,6 +40,17 @@ def test_a_query_missing_from_the_run_scores_zero():
     qrels = to_qrels({"q1": {"d1": 1}, "q2": {"d2": 1}})
     run = to_run({"q1": {"d1": 1.0}})
     assert evaluate_run(qrels, run, ["recall@10"]) == {"recall@10": 0.5}
+
+
+def test_a_run_that_retrieved_nothing_scores_zero():
+    """A sparse head that weights no token retrieves nothing for any query: 0, not ranx's error on an empty run."""
+    qrels = to_qrels({"q1": {"d1": 1}, "q2": {"d2": 1}})
+    run = to_run({"q1": {}, "q2": {}}, name="sparse")
+    assert evaluate_run(qrels, run, ["ndcg@10", "recall@10"]) == {"ndcg@10": 0.0, "recall@10": 0.0}
+    assert per_query_scores(qrels, run, "ndcg@10") == {"q1": 0.0, "q2": 0.0}
+    base = to_run({"q1": {"d1": 1.0}, "q2": {"d2": 1.0}}, name="base")
+    comparison = compare_runs(qrels, {"base": base, "fine-tuned": run}, ["ndcg@10"], eval_set={"name": "tiny"})
+    assert comparison.scores == {"base": {"ndcg@10": 1.0}, "fine-tuned": {"ndcg@10": 0.0}}
 
 
 def test_integer_ids_become_strings():

@@ -17,7 +17,7 @@ from typing import Any
 
 from ranx import Qrels, Run, compare
 
-from st_bge.evaluation.metrics import evaluate_run, fisher_randomisation_p, per_query_scores, quiet_numba
+from st_bge.evaluation.metrics import evaluate_run, fisher_randomisation_p, per_query_scores, quiet_numba, to_run
 from st_bge.markdown import markdown_table
 
 STAT_TESTS = {"student": "paired t-test", "fisher": "Fisher's randomisation test"}
@@ -232,7 +232,7 @@ def compare_runs(
         scores = {names[0]: evaluate_run(qrels, runs[names[0]], metrics)}
         return ModelComparison(eval_set, list(metrics), names, scores, p_values={}, max_p=max_p, mode=mode)
     # ranx names the models after the runs and stores scores inside them: give it renamed copies.
-    copies = [Run(run.to_dict(), name=name) for name, run in all_runs.items()]
+    copies = [to_run(run.to_dict(), name=name) for name, run in all_runs.items()]
     scores: dict[str, dict[str, float]] = {}
     p_values: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names[1:]}
     reference_p: dict[str, dict[str, dict[str, float]]] = {name: {} for name in names} if reference else {}

@@ -26,8 +26,11 @@ def to_run(scores: Mapping[str, Mapping[str, float]], name: str | None = None) -
 
     A query that retrieved nothing (e.g. no word in common with any document, for a lexical run) is left out:
     ranx cannot compile an empty ranking, and every evaluation here scores a missing query as 0 (`make_comparable`).
+    A run where no query retrieved anything (a sparse head that weights no token) is an empty run, which scores 0:
+    ranx builds one from None, not from an empty mapping.
     """
-    return Run({str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in scores.items() if docs}, name=name)
+    kept = {str(q): {str(d): float(s) for d, s in docs.items()} for q, docs in scores.items() if docs}
+    return Run(kept or None, name=name)
 
 
 @contextmanager
@@ -52,7 +55,7 @@ def evaluate_run(qrels: Qrels, run: Run, metrics: Sequence[str]) -> dict[str, fl
 
 def per_query_scores(qrels: Qrels, run: Run, metric: str) -> dict[str, float]:
     """`{query_id: score}` of one metric for every query of the qrels (0 where the run has none)."""
-    run = Run(run.to_dict(), name=run.name)  # a copy: ranx stores the scores in the run it is given
+    run = to_run(run.to_dict(), name=run.name)  # a copy: ranx stores the scores in the run it is given
     with quiet_numba():
         ranx_evaluate(qrels, run, metric, save_results_in_run=True, make_comparable=True)
     return {query_id: float(run.scores[metric].get(query_id, 0.0)) for query_id in qrels.keys()}  # noqa: SIM118 (not a dict)

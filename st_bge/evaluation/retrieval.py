@@ -177,7 +177,7 @@ def optimize_hybrid_weights(qrels: Qrels, candidates: dict[str, Run], metric: st
     grid search of the weighted sum; a mode the candidates lack gets weight 0."""
     modes = [mode for mode in BASE_MODES if mode in candidates]
     queries = set(qrels.keys())
-    runs = [Run({q: d for q, d in candidates[mode].to_dict().items() if q in queries}) for mode in modes]
+    runs = [to_run({q: d for q, d in candidates[mode].to_dict().items() if q in queries}) for mode in modes]
     with quiet_numba():
         best = optimize_fusion(qrels, runs, norm=None, method="wsum", metric=metric)
     weights = dict(zip(modes, best["weights"], strict=True))
