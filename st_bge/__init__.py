@@ -1,7 +1,7 @@
 """st-bge: fine-tune BGE embedding models for a retrieval domain, the sentence-transformers way.
 
 The stages, one module each: `config` (recipes) -> `data` -> `modeling` (+ LoRA, `m3` for BGE-M3's heads) ->
-`losses` -> `training` (SentenceTransformerTrainer) -> `evaluation` (ranx) -> `model_card` -> `publish`.
+`losses` -> `training` (SentenceTransformerTrainer) -> `evaluation` (ranx) -> `model_card` -> `publish` -> `serving`.
 
 The public API is what the `st-bge` command calls, one function per subcommand, each taking the parsed recipe
 (or arguments) dataclass:
@@ -16,6 +16,8 @@ The public API is what the `st-bge` command calls, one function per subcommand, 
     from st_bge import evaluate, parse_eval_recipe          # st-bge eval: one SetResult per retrieval set
     from st_bge import push, parse_push_arguments           # st-bge push: one PushResult per variant
     from st_bge import export, parse_export_arguments       # st-bge export: ONNX + int8, one OnnxCheck per file
+    from st_bge import serve, parse_serve_arguments         # st-bge serve: OpenAI-compatible /v1/embeddings
+    from st_bge import check_endpoint, parse_endpoint_check_arguments  # st-bge check-endpoint: one EndpointCheck per side
     from st_bge import BGEM3Model, M3Embeddings             # BGE-M3's three modes in sentence-transformers terms
 
 Each is imported on first use, so that `import st_bge` and `st-bge --help` stay fast.
@@ -35,6 +37,8 @@ _PUBLIC = {
     "parse_eval_recipe": ("st_bge.config", "parse_eval_recipe"),
     "parse_push_arguments": ("st_bge.config", "parse_push_arguments"),
     "parse_export_arguments": ("st_bge.config", "parse_export_arguments"),
+    "parse_serve_arguments": ("st_bge.config", "parse_serve_arguments"),
+    "parse_endpoint_check_arguments": ("st_bge.config", "parse_endpoint_check_arguments"),
     "check_data": ("st_bge.data.preparation", "check_data"),
     "mine": ("st_bge.data.preparation", "mine"),
     "score": ("st_bge.data.scoring", "score"),
@@ -42,6 +46,8 @@ _PUBLIC = {
     "evaluate": ("st_bge.evaluation.evaluate", "evaluate_models"),
     "push": ("st_bge.publish", "push"),
     "export": ("st_bge.onnx_export", "export_model"),
+    "serve": ("st_bge.serving.app", "serve"),
+    "check_endpoint": ("st_bge.serving.check", "check_endpoint"),
     "BGEM3Model": ("st_bge.m3", "BGEM3Model"),
     "M3Embeddings": ("st_bge.m3", "M3Embeddings"),
 }

@@ -9,6 +9,8 @@ st-bge data mine recipes/quickstart.yaml [--mine_output_dir outputs/mined]
 st-bge data score data.jsonl --score_cross_encoder BAAI/bge-reranker-v2-m3 [--score_output_dir outputs/scored]
 st-bge push outputs/quickstart --repo_id user/name [--variant adapter|merged|both] [--private true] ...
 st-bge export outputs/quickstart --output_dir outputs/onnx [--check_dataset data/mbpp_sanitized]
+st-bge serve outputs/quickstart [--host 127.0.0.1] [--port 8000] [--backend onnx] ...
+st-bge check-endpoint http://127.0.0.1:8000/v1 --model outputs/quickstart
 """
 
 from __future__ import annotations
@@ -143,6 +145,34 @@ def export_command(argv: list[str]) -> int:
         ]
         print(markdown_table(header, rows))
     return 0
+
+
+@command("serve", "serve a model over an OpenAI-compatible embeddings API (extra st-bge[serve])", positional="--model")
+def serve_command(argv: list[str]) -> int:
+    st_bge.serve(st_bge.parse_serve_arguments(argv))
+    return 0
+
+
+@command(
+    "check-endpoint", "compare an OpenAI-compatible endpoint's vectors with the local model's", positional="--base_url"
+)
+def check_endpoint_command(argv: list[str]) -> int:
+    args = st_bge.parse_endpoint_check_arguments(argv)
+    checks = st_bge.check_endpoint(args)
+    header = ["Side", "Texts", "Cosine min", "Cosine mean", "Max |diff|", f"Cosine >= {args.min_cosine}"]
+    rows = [
+        [
+            c.side,
+            c.texts,
+            f"{c.cosine_min:.6f}",
+            f"{c.cosine_mean:.6f}",
+            f"{c.max_abs_diff:.2e}",
+            "yes" if c.passed else "NO",
+        ]
+        for c in checks
+    ]
+    print(markdown_table(header, rows))
+    return 0 if all(check.passed for check in checks) else 1
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -22,6 +22,8 @@ CALLS = {
     "data score": ("parse_data_recipe", "score"),
     "push": ("parse_push_arguments", "push"),
     "export": ("parse_export_arguments", "export"),
+    "serve": ("parse_serve_arguments", "serve"),
+    "check-endpoint": ("parse_endpoint_check_arguments", "check_endpoint"),
 }
 
 
@@ -52,7 +54,7 @@ def test_each_subcommand_calls_the_public_function(name, monkeypatch):
 
     monkeypatch.setattr(st_bge, function, stage)
     assert main([*name.split(), "recipe.yaml", "--seed", "1"]) == 2
-    positional = "--model_dir" if name in ("push", "export") else "--config"
+    positional = COMMANDS[name].positional
     assert calls == [("parse", [positional, "recipe.yaml", "--seed", "1"]), ("call", parsed)]
 
 
