@@ -575,7 +575,13 @@ class ServeArguments:
     max_batch_tokens: int = field(
         default=16384, metadata={"help": "Token budget of one forward pass: texts x longest text (padding included)."}
     )
-    max_batch_size: int = field(default=256, metadata={"help": "Most texts in one forward pass."})
+    max_batch_size: int | None = field(
+        default=None,
+        metadata={
+            "help": "Most texts in one forward pass (default: 8 on CPU, where larger passes were slower "
+            "(benchmarks/RESULTS.md), 256 on a GPU)."
+        },
+    )
     batch_wait_ms: float = field(
         default=0.0,
         metadata={

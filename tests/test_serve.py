@@ -262,6 +262,33 @@ def test_concurrent_requests_share_forward_passes(batching, model_folder, refere
     assert 'st_bge_requests_total{endpoint="/v1/embeddings",status="200"} 8.0' in metrics
 
 
+def test_counting_tokens_never_races_the_forward_pass(model_folder):
+    """Requests are tokenized (to count and check lengths) on the event loop while a forward pass tokenizes in the
+    worker thread; a fast tokenizer's padding settings are state of the shared Rust object, so one tokenizer for
+    both padded some passes wrongly (500s under load, benchmarks/serve_load.py with 8 texts per request). The load
+    below caught that in 2 of 6 runs; that counting never touches the forward pass's Rust tokenizer is checked
+    every time."""
+    args = ServeArguments(model=str(model_folder), cache_size=0)
+    with running(args) as (url, state):
+        wait_ready(url)
+        counting, forward = state.served._counting_tokenizer, state.served.model.tokenizer
+        assert counting.backend_tokenizer is not forward.backend_tokenizer
+
+        def send(k: int) -> list[int]:
+            with httpx.Client(timeout=60) as http:
+                texts = [[f"{LONG[: 5 + 41 * ((k + j + i) % 19)]} {k} {j} {i}" for i in range(64)] for j in range(6)]
+                return [
+                    http.post(
+                        f"{url}/v1/embeddings", json={"input": t, "model": "tiny-served", "truncate": True}
+                    ).status_code
+                    for t in texts
+                ]
+
+        with ThreadPoolExecutor(16) as pool:
+            statuses = [status for result in pool.map(send, range(16)) for status in result]
+    assert statuses == [200] * len(statuses)
+
+
 def test_health_is_503_until_the_model_is_loaded(model_folder):
     release = threading.Event()
     args = ServeArguments(model=str(model_folder))

@@ -8,6 +8,7 @@ FlagEmbedding's names (`lexical_weights`: `{token id: weight}`, `colbert_vecs`),
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ class ServedModel:
         self.dimension = model.get_embedding_dimension()
         self.normalized = any(isinstance(module, Normalize) for module in model)
         self.prompts = {side: model.prompts.get(side) or "" for side in SIDES}
+        # Requests are tokenized on the event loop while a forward pass tokenizes in the worker thread. A fast
+        # tokenizer keeps its padding and truncation settings in the one Rust object it wraps, so sharing it let
+        # an unpadded count land in the middle of a padded batch (500s under load): counting gets its own copy.
+        self._counting_tokenizer = copy.deepcopy(model.tokenizer)
         self.onnx = None
         if onnx_file is not None:
             from st_bge.onnx_export import OnnxEncoder
@@ -74,7 +79,7 @@ class ServedModel:
         """Tokens of each text as the model reads it: the side's prompt and the special tokens included, before
         truncation."""
         prompt = self.prompts[side]
-        encoded = self.model.tokenizer([prompt + text for text in texts], add_special_tokens=True)["input_ids"]
+        encoded = self._counting_tokenizer([prompt + text for text in texts], add_special_tokens=True)["input_ids"]
         return [len(ids) for ids in encoded]
 
     def embed(self, texts: Sequence[str], side: str, extras: Sequence[str] = ()) -> list[Embedding]:
