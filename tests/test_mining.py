@@ -124,16 +124,33 @@ def test_rank_window_skips_range_min_survivors_per_query(model, args):
         ({"mine_relative_margin": 10.0}, "dropped_relative_margin"),
     ],
 )
-def test_a_guard_that_drops_everything_leaves_rows_without_negatives(model, args, settings, guard):
+def test_a_guard_that_drops_everything_leaves_rows_without_negatives(model, args, settings, guard, caplog):
     train = training_rows()
     everything = replace(args, mine_max_score=-2.0, mine_relative_margin=None)
-    result = mine_negatives(train, model, replace(everything, **settings))
+    with caplog.at_level(logging.WARNING, logger=mining.__name__):
+        result = mine_negatives(train, model, replace(everything, **settings))
     counts = result.counts
+    # The log names the guard and the field that sets it (mine_max_score for max_score, and so on).
+    setting = "mine_" + guard.removeprefix("dropped_")
+    assert f"to 0 of {len(train) - counts['duplicate_rows']} rows; {guard} dropped" in caplog.text
+    assert setting in caplog.text
     assert counts[guard] == counts["candidates"] - counts["dropped_known_positive"]
     assert counts["kept"] == 0
     assert len(result.dataset) == 0
     assert counts["rows_without_enough_negatives"] == len(train) - counts["duplicate_rows"]
     assert f"| {guard} | {counts[guard]:,} |" in result.to_markdown()
+
+
+def test_a_normal_mine_warns_of_nothing_and_a_cached_low_yield_still_warns(model, args, caplog):
+    with caplog.at_level(logging.WARNING, logger=mining.__name__):
+        mine_negatives(training_rows(), model, replace(args, mine_relative_margin=None))
+    assert "hard-negative mining gave" not in caplog.text
+    starved = replace(args, mine_relative_margin=10.0)
+    mine_negatives(training_rows(), model, starved)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger=mining.__name__):
+        assert mine_negatives(training_rows(), model, starved).from_cache
+    assert "dropped_relative_margin dropped" in caplog.text and "lower or unset mine_relative_margin" in caplog.text
 
 
 def test_random_sampling_leaves_the_global_random_state_alone(model, args):

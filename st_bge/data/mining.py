@@ -86,6 +86,21 @@ HEURISTIC_GUARDS = GUARDS[1:]
 SCORE_GUARDS = ("dropped_absolute_margin", "dropped_relative_margin", "dropped_max_score")
 
 
+# Below this share of rows mined, the log says which guard dropped most candidates and what sets it.
+LOW_YIELD = 0.5
+# The recipe fields a user changes when a guard drops too much.
+GUARD_ADVICE = {
+    "dropped_query_itself": "the candidates are mostly the queries themselves: add a corpus of documents",
+    "dropped_known_positive": "the candidates are mostly known positives: add documents (a corpus) or lower "
+    "mine_num_negatives",
+    "dropped_absolute_margin": "raise or unset mine_absolute_margin",
+    "dropped_relative_margin": "lower or unset mine_relative_margin (0.05 drops every candidate scored above 95% of "
+    "the positive; a model that scores everything alike needs less)",
+    "dropped_max_score": "raise or unset mine_max_score",
+    "dropped_rank_window": "widen mine_range_min..mine_range_max",
+}
+
+
 @dataclass
 class MiningResult:
     """The mined rows (anchor, positive, negative_1..n) and what the guards did to get them.
@@ -116,6 +131,19 @@ class MiningResult:
             f"{self.settings['num_negatives']} negatives, {self.counts['duplicate_rows']:,} duplicates merged.",
         ]
         return "\n".join(lines)
+
+    def low_yield_warning(self) -> str | None:
+        """What to change, when fewer than half the (deduplicated) rows got their negatives: the guard that dropped
+        the most candidates and its setting; None otherwise."""
+        rows = self.counts["rows"] - self.counts["duplicate_rows"]
+        if not rows or self.counts["rows_mined"] >= LOW_YIELD * rows:
+            return None
+        guard = max(GUARDS, key=lambda name: self.counts[name])
+        share = self.counts[guard] / self.counts["candidates"] if self.counts["candidates"] else 0.0
+        return (
+            f"hard-negative mining gave {self.settings['num_negatives']} negatives to {self.counts['rows_mined']:,} "
+            f"of {rows:,} rows; {guard} dropped {share:.0%} of the candidates: {GUARD_ADVICE[guard]}"
+        )
 
     def save(self, output_dir: str | Path) -> None:
         """Write `mining_report.json` (counts and settings, no text: safe to publish) and the dropped sample as
@@ -152,11 +180,15 @@ def mine_negatives(
     entry = _cache_entry(args, model, cross_encoder, pairs, corpus, settings)
     if entry is not None and entry.is_dir():
         logger.info("Mined negatives from cache: %s", entry)
-        return _load_entry(entry)
-    result = _mine(pairs, model, cross_encoder, args, corpus, settings)
-    logger.info("Hard-negative mining:\n%s", result.to_markdown())
-    if entry is not None:
-        _store_entry(result, entry)
+        result = _load_entry(entry)
+    else:
+        result = _mine(pairs, model, cross_encoder, args, corpus, settings)
+        logger.info("Hard-negative mining:\n%s", result.to_markdown())
+        if entry is not None:
+            _store_entry(result, entry)
+    warning = result.low_yield_warning()
+    if warning:
+        logger.warning("%s (%s)", warning, source)
     return result
 
 
