@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from mfu import Utilisation, encoder_flops, matmul_peak, model_matmul_shapes
 from transformers import AutoTokenizer, BertConfig, BertModel, TrainerCallback
 
 from st_bge.config import LossArguments, ModelArguments, parse_recipe
@@ -108,12 +109,13 @@ def st_bge_steps(model_path: str, steps: int, output_dir: Path) -> list[float]:
     return timer.times
 
 
-def bare_steps(model_path: str, steps: int, pad_to: int | None, chunk: int = BATCH) -> tuple[list[float], int]:
+def bare_steps(model_path: str, steps: int, pad_to: int | None, chunk: int = BATCH) -> tuple[list[float], int, int]:
     """A plain loop: tokenize, pool as st-bge does (CLS + L2 norm for BGE, mean otherwise), in-batch softmax
     (MNRL), AdamW; `pad_to` pads every text to that length instead of the batch's longest.
 
     `chunk` < BATCH runs each batch as BATCH / chunk forward+backward passes before the optimizer step: the same
-    FLOPs per sample with less activation memory (in-batch negatives then come from the chunk only).
+    FLOPs per sample with less activation memory (in-batch negatives then come from the chunk only). Returns the
+    step end times, the tokens (padding included) and the encoder's matmul FLOPs (`mfu.encoder_flops`).
     """
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model_path))
     encoder = BertModel.from_pretrained(resolve_model_path(model_path), add_pooling_layer=False)
@@ -122,7 +124,7 @@ def bare_steps(model_path: str, steps: int, pad_to: int | None, chunk: int = BAT
     anchors, positives = mbpp_pairs()
     order = torch.randperm(len(anchors), generator=torch.Generator().manual_seed(0)).tolist()
     padding = "max_length" if pad_to else True
-    times, tokens = [], 0
+    times, tokens, flops = [], 0, 0
     for step in range(steps):
         batch = order[step * BATCH : (step + 1) * BATCH]
         for start in range(0, BATCH, chunk):
@@ -133,6 +135,7 @@ def bare_steps(model_path: str, steps: int, pad_to: int | None, chunk: int = BAT
                     texts, padding=padding, truncation=True, max_length=pad_to or MAX_LENGTH, return_tensors="pt"
                 )
                 tokens += int(inputs["input_ids"].numel())
+                flops += encoder_flops(encoder.config, *inputs["input_ids"].shape)
                 hidden = encoder(**inputs).last_hidden_state
                 embeddings.append(pool(hidden, inputs["attention_mask"], cls="bge" in model_path))
             scores = embeddings[0] @ embeddings[1].T * SCALE
@@ -140,7 +143,7 @@ def bare_steps(model_path: str, steps: int, pad_to: int | None, chunk: int = BAT
         optimizer.step()
         optimizer.zero_grad()
         times.append(time.perf_counter())
-    return times, tokens
+    return times, tokens, flops
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, *, cls: bool) -> torch.Tensor:
@@ -151,32 +154,26 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, *, cls: bool) -> torch.Tensor
     return F.normalize((hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9), dim=-1)
 
 
-def matmul_flops(size: int = 2048, repeats: int = 10) -> float:
-    """Measured fp32 matmul FLOP/s of this machine (the MFU denominator)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - start)
-
-
 def samples_per_second(times: list[float]) -> float:
     """Steps after the first (warm-up) only."""
     return BATCH * (len(times) - 1) / (times[-1] - times[0])
 
 
 def bench_train(args: argparse.Namespace) -> None:
-    peak = matmul_flops()
-    emit({"bench": "matmul", "flops_per_second": peak, **machine()})
+    emit({"bench": "machine", **machine()})
     with tempfile.TemporaryDirectory() as tmp:
         models = {"bge-small (random, 33M)": str(bge_small_random(Path(tmp))), "all-MiniLM-L6-v2": MINILM}
         for name, path in models.items():
-            parameters = sum(p.numel() for p in BertModel.from_pretrained(resolve_model_path(path)).parameters())
-            bare, tokens = bare_steps(path, args.steps, pad_to=None)
+            encoder = BertModel.from_pretrained(resolve_model_path(path))
+            parameters = sum(p.numel() for p in encoder.parameters())
+            # The peak on the model's own matmul shapes, at a step's order of tokens, before and after its loop.
+            shapes = model_matmul_shapes(encoder.config, tokens=BATCH * 128)
+            peak_before = matmul_peak(shapes)
+            bare, tokens, flops = bare_steps(path, args.steps, pad_to=None)
+            peak_after = matmul_peak(shapes)
             st_times = st_bge_steps(path, args.steps, Path(tmp) / "run")
             # 64 texts x 512 tokens keep ~30 GB of attention activations in a 12-layer model: chunks of 8 rows fit.
-            padded, padded_tokens = bare_steps(path, args.pad_steps, pad_to=512, chunk=8)
+            padded, padded_tokens, _ = bare_steps(path, args.pad_steps, pad_to=512, chunk=8)
             tokens_per_step = tokens / args.steps
             record = {
                 "bench": "train",
@@ -192,8 +189,10 @@ def bench_train(args: argparse.Namespace) -> None:
             }
             record["st_bge_vs_bare"] = record["st_bge_samples_per_second"] / record["bare_samples_per_second"]
             record["st_bge_vs_pad512"] = record["st_bge_samples_per_second"] / record["pad512_samples_per_second"]
-            tokens_per_second = tokens_per_step * record["bare_samples_per_second"] / BATCH
-            record["mfu_bare"] = 6 * parameters * tokens_per_second / peak
+            steps_per_second = record["bare_samples_per_second"] / BATCH
+            utilisation = Utilisation(flops / args.steps * steps_per_second, peak_before, peak_after)
+            record["bare_flops_per_step"] = flops / args.steps
+            record.update({f"bare_{key}": value for key, value in utilisation.to_dict().items()})
             emit(record)
 
 
