@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from sentence_transformers import SentenceTransformerTrainingArguments
@@ -902,28 +902,33 @@ def parse_data_recipe(argv: Sequence[str] | None = None) -> Recipe:
     return parse_recipe(argv, optional=("model_name_or_path",))
 
 
+SectionT = TypeVar("SectionT")
+
+
+def _parse_section(section: type[SectionT], argv: Sequence[str] | None) -> SectionT:
+    """Flags (or a YAML of them) as one section: the arguments of a subcommand that is not a recipe."""
+    (parsed,) = RecipeParser((section,)).parse_sections(argv)
+    return parsed
+
+
 def parse_push_arguments(argv: Sequence[str] | None = None) -> PushArguments:
     """Parse `st-bge push` flags (or a YAML of them)."""
-    (push,) = RecipeParser((PushArguments,)).parse_sections(argv)
-    return push
+    return _parse_section(PushArguments, argv)
 
 
 def parse_export_arguments(argv: Sequence[str] | None = None) -> ExportArguments:
     """Parse `st-bge export` flags (or a YAML of them)."""
-    (export,) = RecipeParser((ExportArguments,)).parse_sections(argv)
-    return export
+    return _parse_section(ExportArguments, argv)
 
 
 def parse_serve_arguments(argv: Sequence[str] | None = None) -> ServeArguments:
     """Parse `st-bge serve` flags (or a YAML of them)."""
-    (serve,) = RecipeParser((ServeArguments,)).parse_sections(argv)
-    return serve
+    return _parse_section(ServeArguments, argv)
 
 
 def parse_endpoint_check_arguments(argv: Sequence[str] | None = None) -> EndpointCheckArguments:
     """Parse `st-bge check-endpoint` flags (or a YAML of them)."""
-    (check,) = RecipeParser((EndpointCheckArguments,)).parse_sections(argv)
-    return check
+    return _parse_section(EndpointCheckArguments, argv)
 
 
 def parse_eval_recipe(argv: Sequence[str] | None = None) -> EvalRecipe:
