@@ -355,6 +355,24 @@ def test_onnx_backend_serves_the_exported_file(model_folder, reference, tmp_path
     np.testing.assert_allclose([d.embedding for d in queries.data], reference.encode_query(TEXTS), atol=1e-4)
 
 
+def test_onnx_backend_finds_the_int8_file_in_the_model_folder(model_folder, reference, tmp_path):
+    """`st-bge export <model> --output_dir <model>/onnx` then `st-bge serve <model> --backend onnx`: the default file
+    is the int8 one, and its vectors stay close to PyTorch's."""
+    import shutil
+
+    from st_bge.onnx_export import export_onnx
+
+    folder = shutil.copytree(model_folder, tmp_path / "tiny-served")
+    export_onnx(reference, folder / "onnx")
+    served = load_served_model(ServeArguments(model=str(folder), backend="onnx"))
+    int8 = np.stack([e.dense for e in served.embed(TEXTS, "document")])
+    torch_vectors = reference.encode_document(TEXTS)
+    cosine = (int8 * torch_vectors).sum(1) / (np.linalg.norm(int8, axis=1) * np.linalg.norm(torch_vectors, axis=1))
+    assert served.backend == "onnx" and served.extras == []
+    # quantised: close, not equal (0.92-0.94 on this tiny model with wide weights; all-MiniLM-L6-v2: mean 0.994)
+    assert cosine.min() > 0.9 and np.abs(int8 - torch_vectors).max() > 1e-6
+
+
 def test_check_endpoint_passes_the_served_model_and_fails_another(server, model_folder, tiny_bert_path, tmp_path):
     url, _ = server
     right = check_endpoint(EndpointCheckArguments(base_url=f"{url}/v1", model=str(model_folder)))
