@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # ranx compiles its metrics with numba on first use (~1 min); keep the compiled code between runs.
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: install quickstart test test-slow check format clean
+.PHONY: install quickstart test test-slow check format clean bench-gpu bench-gpu-dry-run
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,13 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# The GPU benchmarks (benchmarks/gpu.py) on a CUDA machine; the dry run is the same code on tiny shapes on the CPU.
+bench-gpu: install
+	$(BIN)/python benchmarks/gpu.py
+
+bench-gpu-dry-run: install
+	$(BIN)/python benchmarks/gpu.py --dry-run
 
 check: install
 	$(BIN)/ruff check .

@@ -409,10 +409,20 @@ def bench_encode(args: argparse.Namespace) -> None:
 M3_VOCAB, M3_HIDDEN = 250_002, 1024  # BGE-M3's vocabulary and width (XLM-R large)
 
 
-def m3_random(folder: Path, layers: int) -> Path:
-    """A BGE-M3-shaped model with random weights: XLM-R large's width and 250k vocabulary, `layers` layers, both
-    heads (ColBERT 1024 wide). Its tokenizer is trained on MBPP (ids below its size; the embedding table and the
-    sparse vectors are 250k wide all the same, which is what the memory of the heads depends on)."""
+def m3_random(
+    folder: Path,
+    layers: int,
+    *,
+    hidden: int = M3_HIDDEN,
+    vocab: int = M3_VOCAB,
+    heads: int = 16,
+    intermediate: int = 4096,
+    max_length: int = 512,
+) -> Path:
+    """A BGE-M3-shaped model with random weights: XLM-R large's width and 250k vocabulary (by default), `layers`
+    layers, both heads (ColBERT as wide as the model). Its tokenizer is trained on MBPP (ids below its size; the
+    embedding table and the sparse vectors are `vocab` wide all the same, which is what the memory of the heads
+    depends on)."""
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
     from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
@@ -420,7 +430,7 @@ def m3_random(folder: Path, layers: int) -> Path:
 
     from st_bge.m3 import new_heads
 
-    path = folder / f"bge-m3-random-{layers}"
+    path = folder / f"bge-m3-random-{layers}x{hidden}"
     if path.exists():
         return path
     torch.manual_seed(0)
@@ -436,21 +446,21 @@ def m3_random(folder: Path, layers: int) -> Path:
     )
     tokenizer = XLMRobertaTokenizerFast(tokenizer_object=raw, model_max_length=512)
     config = XLMRobertaConfig(
-        vocab_size=M3_VOCAB,
-        hidden_size=M3_HIDDEN,
+        vocab_size=vocab,
+        hidden_size=hidden,
         num_hidden_layers=layers,
-        num_attention_heads=16,
-        intermediate_size=4096,
-        max_position_embeddings=514,
+        num_attention_heads=heads,
+        intermediate_size=intermediate,
+        max_position_embeddings=max_length + 2,
         type_vocab_size=1,
         pad_token_id=tokenizer.pad_token_id,
     )
-    encoder_path = folder / f"xlmr-{layers}"
+    encoder_path = folder / f"xlmr-{layers}x{hidden}"
     XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(encoder_path)
     tokenizer.save_pretrained(encoder_path)
-    modules = [Transformer(str(encoder_path), max_seq_length=512), Pooling(M3_HIDDEN, "cls"), Normalize()]
+    modules = [Transformer(str(encoder_path), max_seq_length=max_length), Pooling(hidden, "cls"), Normalize()]
     SentenceTransformer(modules=modules).save(str(path))
-    new_heads(M3_HIDDEN, tokenizer).save(path)
+    new_heads(hidden, tokenizer).save(path)
     return path
 
 

@@ -42,17 +42,22 @@ def model_matmul_shapes(config, tokens: int) -> list[tuple[int, int, int]]:
 
 
 def matmul_peak(
-    shapes: list[tuple[int, int, int]], *, rounds: int = 5, repeats: int = 5, dtype=torch.float32
+    shapes: list[tuple[int, int, int]], *, rounds: int = 5, repeats: int = 5, dtype=torch.float32, device="cpu"
 ) -> float:
-    """The best FLOP/s this machine reaches on `shapes` (each warmed up, best round of `repeats` matmuls)."""
+    """The best FLOP/s this machine reaches on `shapes` (each warmed up, best round of `repeats` matmuls), in
+    `dtype` on `device` (CUDA timings wait for the kernels)."""
+    device = torch.device(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     best = 0.0
     for m, k, n in shapes:
-        a, b = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)
+        a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
         a @ b
+        sync()
         for _ in range(rounds):
             start = time.perf_counter()
             for _ in range(repeats):
                 a @ b
+            sync()
             best = max(best, 2 * m * k * n * repeats / (time.perf_counter() - start))
     return best
 
