@@ -1,7 +1,8 @@
 """Dynamic batching for `st-bge serve`: the texts of concurrent requests share forward passes, under a token budget.
 
-One forward pass of 32 texts costs far less than 32 passes of one (the weights are read once, the matmuls are
-larger), so a server that runs each request on its own leaves most of the machine idle under load. Requests put
+A GPU runs one forward pass of 32 texts in far less time than 32 passes of one (larger matmuls); on a CPU the
+pass costs about the same per text at any size, but each request's own pass still queues behind the others (16
+clients of one text each got 1.8x the requests/s with shared passes, benchmarks/RESULTS.md). Requests put
 their texts in one queue; a single worker takes the oldest text's group (side and extras: one pass applies one
 prompt and computes one set of outputs) and as many queued texts of that group as fit `max_batch_size` and
 `max_batch_tokens` (texts x longest text, the padded size of the batch), runs the pass in a worker thread (the event
@@ -141,10 +142,9 @@ class DynamicBatcher:
         kept: deque[_Queued] = deque()
         longest = 0
         for item in self._queue:
+            padded = max(longest, item.tokens) * (len(batch) + 1)
             fits = item.group == group and len(batch) < self.max_batch_size
-            if fits and batch and max(longest, item.tokens) * (len(batch) + 1) > self.max_batch_tokens:
-                fits = False
-            if fits:
+            if fits and (not batch or padded <= self.max_batch_tokens):
                 batch.append(item)
                 longest = max(longest, item.tokens)
             else:
@@ -179,6 +179,3 @@ class LRUCache:
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -98,9 +98,8 @@ class ServedModel:
 
     def _embed_m3(self, texts: list[str], side: str, extras: Sequence[str]) -> list[Embedding]:
         modes = ["dense", *(EXTRAS[extra] for extra in extras)]
-        prompt_name = side if self.prompts[side] else None
         outputs = self.model.encode_m3(
-            texts, prompt_name=prompt_name, batch_size=len(texts), show_progress_bar=False, modes=modes
+            texts, prompt_name=side, batch_size=len(texts), show_progress_bar=False, modes=modes
         )
         weights = outputs.lexical_weights() if outputs.sparse is not None else [None] * len(texts)
         colbert = outputs.colbert if outputs.colbert is not None else [None] * len(texts)

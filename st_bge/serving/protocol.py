@@ -151,11 +151,6 @@ def embedding_response(
     }
 
 
-def decode_base64(value: str) -> np.ndarray:
-    """An `embedding` of `encoding_format: base64` as float32 (what the openai client does with it)."""
-    return np.frombuffer(base64.b64decode(value), dtype="<f4")
-
-
 def served_model_names(served: ServedModel) -> list[str]:
     """The names `model` may take: the model's, and one per side."""
     return [served.name, *(f"{served.name}:{side}" for side in SIDES)]
