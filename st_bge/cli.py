@@ -16,13 +16,14 @@ st-bge check-endpoint http://127.0.0.1:8000/v1 --model outputs/quickstart
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import st_bge
-from st_bge.errors import StBgeError
+from st_bge.errors import ConfigError, StBgeError
 from st_bge.markdown import markdown_table
 
 logger = logging.getLogger("st_bge")
@@ -126,6 +127,7 @@ def push_command(argv: list[str]) -> int:
 
 @command("export", "export a model to ONNX + int8 and check it against PyTorch", positional="--model_dir")
 def export_command(argv: list[str]) -> int:
+    require_extra("export", "onnx", "onnx", "onnxruntime")
     args = st_bge.parse_export_arguments(argv)
     checks = st_bge.export(args)
     print(f"Written to {args.output_dir}")
@@ -149,6 +151,7 @@ def export_command(argv: list[str]) -> int:
 
 @command("serve", "serve a model over an OpenAI-compatible embeddings API (extra st-bge[serve])", positional="--model")
 def serve_command(argv: list[str]) -> int:
+    require_extra("serve", "serve", "fastapi", "uvicorn", "prometheus_client")
     st_bge.serve(st_bge.parse_serve_arguments(argv))
     return 0
 
@@ -157,6 +160,7 @@ def serve_command(argv: list[str]) -> int:
     "check-endpoint", "compare an OpenAI-compatible endpoint's vectors with the local model's", positional="--base_url"
 )
 def check_endpoint_command(argv: list[str]) -> int:
+    require_extra("check-endpoint", "serve", "openai")
     args = st_bge.parse_endpoint_check_arguments(argv)
     checks = st_bge.check_endpoint(args)
     header = ["Side", "Texts", "Cosine min", "Cosine mean", "Max |diff|", f"Cosine >= {args.min_cosine}"]
@@ -173,6 +177,17 @@ def check_endpoint_command(argv: list[str]) -> int:
     ]
     print(markdown_table(header, rows))
     return 0 if all(check.passed for check in checks) else 1
+
+
+def require_extra(name: str, extra: str, *modules: str) -> None:
+    """Stop with the pip line, not an import trace, when a subcommand's optional dependencies are not installed.
+
+    Raises:
+        ConfigError: one of `modules` cannot be imported.
+    """
+    missing = [module for module in modules if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ConfigError(f"st-bge {name} needs {', '.join(missing)}: pip install 'st-bge[{extra}]'")
 
 
 def _parser() -> argparse.ArgumentParser:

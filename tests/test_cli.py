@@ -79,3 +79,14 @@ def test_no_command_prints_the_help(capsys):
     assert main([]) == 0
     out = capsys.readouterr().out
     assert all(name.split()[0] in out for name in COMMANDS)
+
+
+@pytest.mark.parametrize(("argv", "module"), [(["serve", "run"], "fastapi"), (["export", "run"], "onnxruntime")])
+def test_a_missing_extra_is_one_line_with_the_pip_command(argv, module, monkeypatch, capsys):
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else find_spec(name, *a))
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"needs {module}: pip install 'st-bge[" in err and "Traceback" not in err
