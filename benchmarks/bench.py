@@ -59,6 +59,16 @@ def mbpp_pairs() -> tuple[list[str], list[str]]:
     return rows["anchor"], rows["positive"]
 
 
+def mbpp_batch(batch: int) -> tuple[list[str], list[str]]:
+    """`batch` (anchor, positive) rows from the MBPP pairs, repeated with a '#i' suffix past their number, so that
+    every text is distinct."""
+    anchors, positives = mbpp_pairs()
+    repeat = -(-batch // len(anchors))
+    anchors = [f"{text} #{i}" for i in range(repeat) for text in anchors][:batch]
+    positives = [f"{text} #{i}" for i in range(repeat) for text in positives][:batch]
+    return anchors, positives
+
+
 def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
 
@@ -313,10 +323,7 @@ def memory_one(model_path: str, loss_name: str, batch: int, max_length: int, met
         model.add_missing_heads()
     guide = frozen_copy(model) if "gist" in loss_name else None
     loss = build_loss(model, LossArguments(loss=loss_name, temperature=0.05, mini_batch_size=32), guide=guide)
-    anchors, positives = mbpp_pairs()
-    repeat = -(-batch // len(anchors))
-    anchors = [f"{text} #{i}" for i in range(repeat) for text in anchors][:batch]
-    positives = [f"{text} #{i}" for i in range(repeat) for text in positives][:batch]
+    anchors, positives = mbpp_batch(batch)
     # A warm-up step of 2 rows pays the one-time costs (kernels, thread pools, gradient buffers), so the increase
     # below is what the batch itself costs.
     loss([model.tokenize(anchors[:2]), model.tokenize(positives[:2])], None).backward()

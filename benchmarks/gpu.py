@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from bench import MBPP, emit, m3_random, machine, mbpp_pairs
+from bench import MBPP, emit, m3_random, machine, mbpp_batch
 from mfu import Utilisation, encoder_flops, matmul_peak, model_matmul_shapes
 
 from st_bge.config import LossArguments, ModelArguments
@@ -145,10 +145,7 @@ def bench_loss(model_path: Path, loss_name: str, batch: int, plan: Plan, device:
     loss = build_loss(
         model, LossArguments(loss=loss_name, temperature=0.02, mini_batch_size=plan.mini_batch), guide=guide
     )
-    anchors, positives = mbpp_pairs()
-    repeat = -(-batch // len(anchors))
-    anchors = [f"{text} #{i}" for i in range(repeat) for text in anchors][:batch]
-    positives = [f"{text} #{i}" for i in range(repeat) for text in positives][:batch]
+    anchors, positives = mbpp_batch(batch)
 
     def step(rows: int) -> None:
         features = [model.tokenize(anchors[:rows]), model.tokenize(positives[:rows])]
