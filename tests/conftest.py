@@ -4,7 +4,7 @@
   exercises BGE detection (CLS pooling + Normalize instead of sentence-transformers' mean-pooling fallback).
 - `tiny_xlmr_path`: an XLM-R of the same size saved the way BAAI/bge-m3 is (Sentence Transformers config with
   CLS pooling + Normalize, and the M3 heads `sparse_linear.pt`, `colbert_linear.pt`).
-Tokenizers are trained in-process with `tokenizers` on the fixture texts.
+Their tokenizers are built from the fixture texts (`_build_tokenizer`), the same on every run.
 """
 
 from __future__ import annotations
@@ -225,9 +225,14 @@ def spread_bert_path(tiny_bert_path, tmp_path_factory) -> Path:
     from it scores no in-batch candidate within float rounding of a positive, so whether it masks one does not rest
     on the order of a float sum.
     """
-    folder = tmp_path_factory.mktemp("models") / "tiny-bge-bert-spread"
-    model = load_model(ModelArguments(model_name_or_path=str(tiny_bert_path)))
-    redraw_weights(model, seed=2)
+    return save_redrawn(tiny_bert_path, tmp_path_factory.mktemp("models") / "tiny-bge-bert-spread", seed=2)
+
+
+def save_redrawn(base: Path, folder: Path, seed: int, **model_fields) -> Path:
+    """`base` loaded the BGE way (with recipe model fields, e.g. query_prompt), its weights redrawn with `seed`
+    (`redraw_weights`), saved to `folder` as `st-bge train` saves a full fine-tune."""
+    model = load_model(ModelArguments(model_name_or_path=str(base), **model_fields))
+    redraw_weights(model, seed=seed)
     model.save(str(folder))
     return folder
 

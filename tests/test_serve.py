@@ -21,12 +21,12 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from conftest import redraw_weights
+from conftest import save_redrawn
 
-from st_bge.config import EndpointCheckArguments, ModelArguments, ServeArguments
+from st_bge.config import EndpointCheckArguments, ServeArguments
 from st_bge.errors import ConfigError
 from st_bge.m3 import BGEM3Model
-from st_bge.modeling import load_model, load_saved_model
+from st_bge.modeling import load_saved_model
 from st_bge.serving.app import create_app
 from st_bge.serving.check import check_endpoint
 from st_bge.serving.model import ServedModel, load_served_model
@@ -34,17 +34,10 @@ from st_bge.serving.model import ServedModel, load_served_model
 TEXTS = ["How do I sort a list of numbers?", "def sort_numbers(xs):\n    return sorted(xs)", "Reverse a string"]
 
 
-def _saved_model(base: Path, folder: Path, seed: int) -> Path:
-    model = load_model(ModelArguments(model_name_or_path=str(base), query_prompt="q: "))
-    redraw_weights(model, seed=seed)  # vectors that differ from text to text (and from the other model's)
-    model.save(str(folder))
-    return folder
-
-
 @pytest.fixture(scope="session")
 def model_folder(tiny_bert_path, tmp_path_factory) -> Path:
     """A saved tiny BGE model with a query prompt ('q: '), as `st-bge train` writes a full fine-tune."""
-    return _saved_model(tiny_bert_path, tmp_path_factory.mktemp("serve") / "tiny-served", seed=4)
+    return save_redrawn(tiny_bert_path, tmp_path_factory.mktemp("serve") / "tiny-served", seed=4, query_prompt="q: ")
 
 
 @pytest.fixture(scope="session")
@@ -382,7 +375,7 @@ def test_check_endpoint_passes_the_served_model_and_fails_another(server, model_
         EndpointCheckArguments(base_url=f"{url}/v1", model=str(model_folder), prompts="server")
     )
     assert all(c.passed for c in via_input_type)
-    other = _saved_model(tiny_bert_path, tmp_path / "other", seed=9)
+    other = save_redrawn(tiny_bert_path, tmp_path / "other", seed=9, query_prompt="q: ")
     wrong = check_endpoint(EndpointCheckArguments(base_url=f"{url}/v1", model=str(other)))
     assert not any(c.passed for c in wrong)
 
