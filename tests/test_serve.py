@@ -260,7 +260,7 @@ def test_counting_tokens_never_races_the_forward_pass(model_folder):
     """Requests are tokenized (to count and check lengths) on the event loop while a forward pass tokenizes in the
     worker thread; a fast tokenizer's padding settings are state of the shared Rust object, so one tokenizer for
     both padded some passes wrongly (500s under load, benchmarks/serve_load.py with 8 texts per request). The load
-    below caught that in 2 of 6 runs; that counting never touches the forward pass's Rust tokenizer is checked
+    below caught that in 1 of 6 runs; that counting never touches the forward pass's Rust tokenizer is checked
     every time."""
     args = ServeArguments(model=str(model_folder), cache_size=0)
     with running(args) as (url, state):
