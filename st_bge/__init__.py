@@ -1,7 +1,7 @@
 """st-bge: fine-tune BGE embedding models for a retrieval domain, the sentence-transformers way.
 
-The stages, one module each: `config` (recipes) -> `data` -> `modeling` (+ LoRA, `m3` for BGE-M3's heads) ->
-`losses` -> `training` (SentenceTransformerTrainer) -> `evaluation` (ranx) -> `model_card` -> `publish` -> `serving`.
+The stages, one module each: `config` (recipes) -> `data` (`synthesis`: pairs for a corpus without queries) ->
+`modeling` (+ LoRA, `m3` for BGE-M3's heads) -> `losses` -> `training` (SentenceTransformerTrainer) -> `evaluation` (ranx) -> `model_card` -> `publish` -> `serving`.
 
 The public API is what the `st-bge` command calls, one function per subcommand, each taking the parsed recipe
 (or arguments) dataclass:
@@ -11,6 +11,8 @@ The public API is what the `st-bge` command calls, one function per subcommand, 
     check_data(recipe)   # st-bge data check: PreparedData (the rows, a quality report per source)
     mine(recipe)         # st-bge data mine:  MinedData (trainable files + reports in mine_output_dir)
     score(recipe)        # st-bge data score: ScoredData (teacher scores for kd_loss in score_output_dir)
+
+    from st_bge import synth, parse_synth_recipe            # st-bge data synth: SynthResult (pairs from a bare corpus)
     train(recipe)        # st-bge train:      TrainResult (model, trainer, base vs fine-tuned comparison)
 
     from st_bge import evaluate, parse_eval_recipe          # st-bge eval: one SetResult per retrieval set
@@ -34,6 +36,7 @@ __version__ = "0.1.0.dev0"
 _PUBLIC = {
     "parse_recipe": ("st_bge.config", "parse_recipe"),
     "parse_data_recipe": ("st_bge.config", "parse_data_recipe"),
+    "parse_synth_recipe": ("st_bge.config", "parse_synth_recipe"),
     "parse_eval_recipe": ("st_bge.config", "parse_eval_recipe"),
     "parse_push_arguments": ("st_bge.config", "parse_push_arguments"),
     "parse_export_arguments": ("st_bge.config", "parse_export_arguments"),
@@ -42,6 +45,7 @@ _PUBLIC = {
     "check_data": ("st_bge.data.preparation", "check_data"),
     "mine": ("st_bge.data.preparation", "mine"),
     "score": ("st_bge.data.scoring", "score"),
+    "synth": ("st_bge.synthesis", "synth"),
     "train": ("st_bge.training", "train"),
     "evaluate": ("st_bge.evaluation.evaluate", "evaluate_models"),
     "push": ("st_bge.publish", "push"),

@@ -7,6 +7,7 @@ st-bge eval recipes/eval/mbpp.yaml [--any_field value ...]
 st-bge data check recipes/quickstart.yaml        (or a data file: st-bge data check pairs.jsonl [--flags])
 st-bge data mine recipes/quickstart.yaml [--mine_output_dir outputs/mined]
 st-bge data score data.jsonl --score_cross_encoder BAAI/bge-reranker-v2-m3 [--score_output_dir outputs/scored]
+st-bge data synth corpus/ --model_name_or_path BAAI/bge-m3 [--synth_generator ict|openai] [--synth_output_dir outputs/synth]
 st-bge push outputs/quickstart --repo_id user/name [--variant adapter|merged|both] [--private true] ...
 st-bge export outputs/quickstart --output_dir outputs/onnx [--check_dataset data/mbpp_sanitized]
 st-bge serve outputs/quickstart [--host 127.0.0.1] [--port 8000] [--backend onnx] ...
@@ -40,16 +41,20 @@ class Command:
     help: str
     positional: str
     run: Callable[[list[str]], int]
+    # What a first argument that is a data file or folder (not a recipe) stands for, for `data` subcommands.
+    data_positional: str = "--dataset_name_or_path"
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def command(name: str, help: str, positional: str = "--config") -> Callable:
+def command(
+    name: str, help: str, positional: str = "--config", data_positional: str = "--dataset_name_or_path"
+) -> Callable:
     """Register the decorated function as `st-bge <name>` (`name` may be two words: `data check`)."""
 
     def register(run: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
-        COMMANDS[name] = Command(name, help, positional, run)
+        COMMANDS[name] = Command(name, help, positional, run, data_positional)
         return run
 
     return register
@@ -114,6 +119,17 @@ def data_score_command(argv: list[str]) -> int:
     print(markdown_table(["Source", *keys], rows))
     files = ", ".join(path.name for path in scored.files)
     print(f"\nWritten to {scored.output_dir}: {files} (train on it with kd_loss), score_report.json")
+    return 0
+
+
+@command("data synth", "write training queries for a corpus that has none", data_positional="--synth_corpus")
+def data_synth_command(argv: list[str]) -> int:
+    result = st_bge.synth(st_bge.parse_synth_recipe(argv))
+    print(result.to_markdown())
+    train_with = f"dataset_name_or_path: {result.train_file}"
+    if result.eval_dir is not None:
+        train_with += f", eval_dataset_name_or_path: {result.eval_dir}"
+    print(f"Written to {result.output_dir}: train on it with {train_with}")
     return 0
 
 
@@ -225,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if rest and not rest[0].startswith("-"):
         positional = spec.positional
         if name.startswith("data ") and not rest[0].endswith(RECIPE_SUFFIXES):
-            positional = "--dataset_name_or_path"  # a data file, with flags for the rest
+            positional = spec.data_positional  # a data file or folder, with flags for the rest
         rest = [positional, *rest]
     return run_reporting_errors(spec.run, rest or ["--help"])
 

@@ -20,6 +20,7 @@ CALLS = {
     "data check": ("parse_data_recipe", "check_data"),
     "data mine": ("parse_data_recipe", "mine"),
     "data score": ("parse_data_recipe", "score"),
+    "data synth": ("parse_synth_recipe", "synth"),
     "push": ("parse_push_arguments", "push"),
     "export": ("parse_export_arguments", "export"),
     "serve": ("parse_serve_arguments", "serve"),
@@ -64,6 +65,14 @@ def test_a_data_file_is_the_data_commands_dataset(monkeypatch):
     monkeypatch.setattr(st_bge, "check_data", lambda recipe: (_ for _ in ()).throw(StBgeError("x")))
     main(["data", "check", "pairs.jsonl"])
     assert seen == [["--dataset_name_or_path", "pairs.jsonl"]]
+
+
+def test_a_corpus_is_what_data_synth_writes_queries_for(monkeypatch):
+    seen = []
+    monkeypatch.setattr(st_bge, "parse_synth_recipe", lambda argv: seen.append(argv) or SimpleNamespace())
+    monkeypatch.setattr(st_bge, "synth", lambda recipe: (_ for _ in ()).throw(StBgeError("x")))
+    main(["data", "synth", "corpus_folder", "--synth_generator", "ict"])
+    assert seen == [["--synth_corpus", "corpus_folder", "--synth_generator", "ict"]]
 
 
 @pytest.mark.parametrize(

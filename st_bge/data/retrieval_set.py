@@ -218,12 +218,21 @@ def load_beir(folder: str | Path, split: str = "test") -> RetrievalSet:
     folder = Path(folder)
     if not is_beir_folder(folder):
         raise DataError(folder, "not a BEIR folder: it needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
-    corpus = _read_texts(read_records(str(folder / "corpus.jsonl")), with_title=True)
+    corpus = read_corpus(folder / "corpus.jsonl")
     queries = _read_texts(read_records(str(folder / "queries.jsonl")), with_title=False)
     qrels: dict[str, dict[str, int]] = {}
     for path in _qrels_files(folder, split):
         _read_qrels(path, queries, corpus, qrels)
     return RetrievalSet(queries={qid: queries[qid] for qid in qrels}, corpus=corpus, qrels=qrels, name=folder.name)
+
+
+def read_corpus(path: str | Path) -> dict[str, str]:
+    """Document id -> text of a BEIR-style corpus file (`_id`, optional `title`, `text`; the title precedes the text).
+
+    Raises:
+        DataError: a malformed line, a missing field, an empty text or an id given twice with different texts.
+    """
+    return _read_texts(read_records(str(path)), with_title=True)
 
 
 def _qrels_files(folder: Path, split: str) -> list[Path]:
