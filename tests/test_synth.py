@@ -431,3 +431,19 @@ def test_with_a_cross_encoder_the_own_passage_must_top_its_reranked_candidates(t
     assert kept == expected
     assert 0 < len(kept) < len(corpus)  # the filter decided something either way
     assert result.report["filters"]["dropped"]["round_trip"] == len(corpus) - len(kept)
+
+
+def test_few_shot_examples_and_the_domain_reach_the_prompt(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 1)
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text('{"passage": "def add(a, b): return a + b", "query": "add two numbers"}\n', encoding="utf-8")
+    with ChatServer() as server:
+        argv = llm_flags(server, corpus, tmp_path / "out", synth_few_shot_file=examples, synth_domain="Python code")
+        synth(parse_synth_recipe(argv))
+    prompt = server.requests[0]["body"]["messages"][-1]["content"]
+    assert "a retrieval system about Python code" in prompt
+    assert '<passage>\ndef add(a, b): return a + b\n</passage>\n["add two numbers"]' in prompt
+    assert prompt.endswith("Reply with a JSON list of 1 strings and nothing else.")
+    examples.write_text('{"passage": "a passage"}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"examples.jsonl, line 1, field 'query': missing or empty text"):
+        synth(parse_synth_recipe([*argv, "--overwrite_output_dir", "true"]))

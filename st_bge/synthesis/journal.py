@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +48,6 @@ class Journal:
         self.path = folder / JOURNAL
         self.settings_path = folder / SETTINGS
         self.settings = settings
-        self._lock = threading.Lock()
 
     def open(self, *, overwrite: bool) -> dict[str, Generation]:
         """The answers already journaled (none if `overwrite`: the journal starts again).
@@ -103,8 +102,9 @@ class Journal:
         partial.replace(self.path)
 
     def append(self, generation: Generation) -> None:
+        """One line per answer, written whole and flushed at once (the runner calls this from one thread)."""
         line = json.dumps(generation.to_json(), ensure_ascii=False) + "\n"
-        with self._lock, self.path.open("a", encoding="utf-8") as file:
+        with self.path.open("a", encoding="utf-8") as file:
             file.write(line)
 
 
@@ -159,7 +159,9 @@ def run_generator(
     return run
 
 
-def _run_concurrently(generator: OpenAIGenerator, pending: list[Passage], record) -> None:
+def _run_concurrently(
+    generator: OpenAIGenerator, pending: list[Passage], record: Callable[[Generation], None]
+) -> None:
     """At most `concurrency` requests in flight, submitted as others finish (so a kill loses no more than those)."""
     queue = iter(pending)
     with ThreadPoolExecutor(max_workers=generator.concurrency, thread_name_prefix="synth") as pool:
