@@ -244,6 +244,25 @@ def test_beir_corpus_with_an_empty_or_non_text_document(beir_folder, tmp_path):
         assert str(error.value) == f"{folder / 'corpus.jsonl'}, line 4, field 'text': {message}"
 
 
+def test_beir_corpus_with_a_non_text_title_or_no_id(beir_folder, tmp_path):
+    """One reader for corpus records (BEIR's and `st-bge data synth`'s): a title that is not text, or an id that is
+    null or empty, is named rather than turned into the text '7' or the id 'None'."""
+    corpus = (beir_folder / "corpus.jsonl").read_text().splitlines()
+    for index, (bad, field, message) in enumerate(
+        [
+            ({"_id": "c-x", "title": 7, "text": "x"}, "title", "expected text, got int"),
+            ({"_id": None, "text": "x"}, "_id", "missing field"),
+            ({"_id": "", "text": "x"}, "_id", "missing field"),
+        ]
+    ):
+        folder = copy_beir(
+            beir_folder, tmp_path / f"beir-{index}", corpus_lines=[*corpus[:3], json.dumps(bad), *corpus[3:]]
+        )
+        with pytest.raises(DataError) as error:
+            load_beir(folder, "test")
+        assert str(error.value) == f"{folder / 'corpus.jsonl'}, line 4, field '{field}': {message}"
+
+
 def test_misspelled_column_gets_a_suggestion(tmp_path):
     path = write_jsonl(tmp_path / "m.jsonl", [{"question": "a", "answr": "b"}])
     with pytest.raises(DataError) as error:

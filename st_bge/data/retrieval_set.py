@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -218,7 +218,7 @@ def load_beir(folder: str | Path, split: str = "test") -> RetrievalSet:
     folder = Path(folder)
     if not is_beir_folder(folder):
         raise DataError(folder, "not a BEIR folder: it needs corpus.jsonl, queries.jsonl and qrels/<split>.tsv")
-    corpus = read_corpus(folder / "corpus.jsonl")
+    corpus = read_corpus(read_records(str(folder / "corpus.jsonl")))
     queries = _read_texts(read_records(str(folder / "queries.jsonl")), with_title=False)
     qrels: dict[str, dict[str, int]] = {}
     for path in _qrels_files(folder, split):
@@ -226,13 +226,18 @@ def load_beir(folder: str | Path, split: str = "test") -> RetrievalSet:
     return RetrievalSet(queries={qid: queries[qid] for qid in qrels}, corpus=corpus, qrels=qrels, name=folder.name)
 
 
-def read_corpus(path: str | Path) -> dict[str, str]:
-    """Document id -> text of a BEIR-style corpus file (`_id`, optional `title`, `text`; the title precedes the text).
+def read_corpus(
+    records: Records, *, id_fields: Sequence[str] = ("_id",), missing_id: Callable[[str], str] | None = None
+) -> dict[str, str]:
+    """Document id -> text of BEIR-style corpus records (an id, optional `title`, `text`; the title precedes the
+    text). The id is the first of `id_fields` a record gives; a record with none is an error unless `missing_id`
+    makes one from the text.
 
     Raises:
-        DataError: a malformed line, a missing field, an empty text or an id given twice with different texts.
+        DataError: a missing field, a text or title that is not text, an empty text, or an id given twice with
+            different texts, naming the line.
     """
-    return _read_texts(read_records(str(path)), with_title=True)
+    return _read_texts(records, with_title=True, id_fields=id_fields, missing_id=missing_id)
 
 
 def _qrels_files(folder: Path, split: str) -> list[Path]:
@@ -244,30 +249,39 @@ def _qrels_files(folder: Path, split: str) -> list[Path]:
     return [folder / "qrels" / f"{name}.tsv" for name in names]
 
 
-def _read_texts(records: Records, *, with_title: bool) -> dict[str, str]:
+def _read_texts(
+    records: Records,
+    *,
+    with_title: bool,
+    id_fields: Sequence[str] = ("_id",),
+    missing_id: Callable[[str], str] | None = None,
+) -> dict[str, str]:
     texts: dict[str, str] = {}
     first_line: dict[str, int] = {}
     for record in records.rows:
         values = record.values
-        for key in ("_id", "text"):
-            if key not in values:
-                raise DataError(records.source, "missing field", line=record.line, field=key)
-        item_id, text = str(values["_id"]), values["text"]
-        title = str(values.get("title") or "") if with_title else ""
-        if not isinstance(text, str):
-            raise DataError(
-                records.source, f"expected text, got {type(text).__name__}", line=record.line, field="text"
-            )
+        id_field = next((name for name in id_fields if values.get(name) not in (None, "")), None)
+        if id_field is None and missing_id is None:
+            raise DataError(records.source, "missing field", line=record.line, field=id_fields[0])
+        if "text" not in values:
+            raise DataError(records.source, "missing field", line=record.line, field="text")
+        text, title = values["text"], (values.get("title") or "") if with_title else ""
+        for name, value in (("text", text), ("title", title)):
+            if not isinstance(value, str):
+                raise DataError(
+                    records.source, f"expected text, got {type(value).__name__}", line=record.line, field=name
+                )
         if not (text.strip() or title.strip()):
             raise DataError(records.source, "empty text", line=record.line, field="text")
         # BEIR's convention (as in its own dense retrieval code): the title, if any, precedes the text.
         full_text = f"{title} {text}".strip() if title.strip() else text
+        item_id = str(values[id_field]) if id_field is not None else missing_id(full_text)
         if item_id in texts and texts[item_id] != full_text:  # an exact repeat is harmless and kept once
             raise DataError(
                 records.source,
                 f"id '{item_id}' appears again with a different text (first on line {first_line[item_id]})",
                 line=record.line,
-                field="_id",
+                field=id_field or "text",
             )
         texts[item_id] = full_text
         first_line.setdefault(item_id, record.line)

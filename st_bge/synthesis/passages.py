@@ -62,7 +62,7 @@ def load_corpus(source: str, split: str = "train") -> Corpus:
         DataError: the source cannot be read, a passage is empty or not text, or nothing is left.
     """
     if is_beir_folder(source):
-        texts = list(read_corpus(Path(source) / "corpus.jsonl").items())
+        texts = list(read_corpus(read_records(str(Path(source) / "corpus.jsonl"))).items())
     elif is_llamaindex_file(source):
         texts = list(load_llamaindex(source).corpus.items())
     else:
@@ -82,33 +82,8 @@ def _is_corpus_file(records: Records) -> bool:
 
 
 def _corpus_records(records: Records) -> list[tuple[str, str]]:
-    """(id, text) of corpus records; the title, if any, precedes the text (BEIR's convention)."""
-    texts, seen = [], {}
-    for record in records.rows:
-        values = record.values
-        text, title = values.get("text"), values.get("title") or ""
-        if not isinstance(text, str) or not isinstance(title, str):
-            field = "text" if not isinstance(text, str) else "title"
-            raise DataError(
-                records.source, f"expected text, got {type(values.get(field)).__name__}", line=record.line, field=field
-            )
-        text = f"{title} {text}".strip() if title.strip() else text.strip()
-        if not text:
-            raise DataError(
-                records.source, "empty text (remove the record, or give it a text)", line=record.line, field="text"
-            )
-        id_field = next((name for name in CORPUS_ID_FIELDS if values.get(name) not in (None, "")), None)
-        passage_id = str(values[id_field]) if id_field else _text_id(text)
-        if passage_id in seen and texts[seen[passage_id]][1] != text:
-            raise DataError(
-                records.source,
-                f"id '{passage_id}' appears again with a different text",
-                line=record.line,
-                field=id_field,
-            )
-        seen.setdefault(passage_id, len(texts))
-        texts.append((passage_id, text))
-    return texts
+    """(id, text) of corpus records, read as a BEIR corpus is; a record without `_id` or `id` gets a digest id."""
+    return list(read_corpus(records, id_fields=CORPUS_ID_FIELDS, missing_id=_text_id).items())
 
 
 def _positives(records: Records) -> list[tuple[str, str]]:
