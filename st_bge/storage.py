@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -83,7 +83,16 @@ def texts_fingerprint(*text_lists: Sequence[str]) -> str:
 
 def save_atomically(value: object, path: Path) -> None:
     """`torch.save` under a temporary name, then rename: a killed run never leaves a half-written cache file."""
+    _replace_atomically(path, lambda partial: torch.save(value, partial))
+
+
+def write_text_atomically(text: str, path: Path) -> None:
+    """UTF-8 text under a temporary name, then rename: a killed run never leaves half a file for the next step."""
+    _replace_atomically(path, lambda partial: partial.write_text(text, encoding="utf-8"))
+
+
+def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(".partial")
-    torch.save(value, partial)
+    write(partial)
     partial.replace(path)

@@ -18,12 +18,14 @@ import json
 import logging
 import random
 import shutil
+from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from st_bge.config import Recipe, SynthArguments
 from st_bge.errors import ConfigError
 from st_bge.markdown import markdown_table
+from st_bge.storage import write_text_atomically
 from st_bge.synthesis.filters import FILTERS, Candidate, FilterLog, round_trip, text_filters
 from st_bge.synthesis.generators import Generation, SynthError, build_generator
 from st_bge.synthesis.journal import JOURNAL, SETTINGS, GenerationRun, Journal, run_generator
@@ -154,10 +156,7 @@ def _report(
     held_out: list[Candidate],
 ) -> dict[str, object]:
     args = recipe.synth
-    unusable: dict[str, int] = {}
-    for answer in run.answers.values():
-        if answer.unusable is not None:
-            unusable[answer.unusable] = unusable.get(answer.unusable, 0) + 1
+    unusable = Counter(answer.unusable for answer in run.answers.values() if answer.unusable is not None)
     generated = sum(len(answer.queries) for answer in run.answers.values())
     filter_model = (args.synth_filter_model or recipe.model.model_name_or_path) if args.synth_round_trip else None
     return {
@@ -177,7 +176,7 @@ def _report(
             "asked_this_run": run.asked,
             "failed_this_run": run.failed,
             "retries_this_run": dict(run.retries),
-            "unusable": unusable,
+            "unusable": dict(unusable),
             "queries_generated": generated,
         },
         "filters": {
@@ -219,12 +218,7 @@ def _notes(args: SynthArguments, run: GenerationRun) -> list[str]:
 
 
 def _write_jsonl(path: Path, records: list[dict[str, object]]) -> None:
-    """Write under a temporary name, then rename: a killed run never leaves half a file for training to read."""
-    partial = path.with_suffix(".partial")
-    with partial.open("w", encoding="utf-8") as file:
-        for record in records:
-            file.write(json.dumps(record, ensure_ascii=False) + "\n")
-    partial.replace(path)
+    write_text_atomically("".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records), path)
 
 
 def _write_train(output_dir: Path, train: list[Candidate]) -> Path:
@@ -236,20 +230,16 @@ def _write_train(output_dir: Path, train: list[Candidate]) -> Path:
 def _write_eval(output_dir: Path, corpus: list[Passage], held_out: list[Candidate]) -> Path:
     """A BEIR folder: the whole corpus, the held-out queries, and `qrels/test.tsv` pointing each at its passage."""
     folder = output_dir / EVAL_FOLDER
-    (folder / "qrels").mkdir(parents=True, exist_ok=True)
     _write_jsonl(folder / "corpus.jsonl", [{"_id": p.id, "title": "", "text": p.text} for p in corpus])
     query_ids = [f"q{number}" for number in range(len(held_out))]
     _write_jsonl(
         folder / "queries.jsonl", [{"_id": qid, "text": c.query} for qid, c in zip(query_ids, held_out, strict=True)]
     )
-    qrels = folder / "qrels" / "test.tsv"
-    partial = qrels.with_suffix(".partial")
     lines = [
         "query-id\tcorpus-id\tscore",
         *(f"{qid}\t{c.passage_id}\t1" for qid, c in zip(query_ids, held_out, strict=True)),
     ]
-    partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    partial.replace(qrels)
+    write_text_atomically("\n".join(lines) + "\n", folder / "qrels" / "test.tsv")
     return folder
 
 

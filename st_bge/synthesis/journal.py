@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from st_bge.data.sources import read_text_lines
 from st_bge.errors import ConfigError, DataError
+from st_bge.storage import write_text_atomically
 from st_bge.synthesis.generators import Generation, ICTGenerator, OpenAIGenerator, SynthError
 from st_bge.synthesis.passages import Passage
 
@@ -35,10 +36,13 @@ class GenerationRun:
 
     answers: dict[str, Generation]
     resumed: int
-    asked: int
-    failed: int
+    asked: int = 0
     retries: Counter = field(default_factory=Counter)
-    failures: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # "<passage id>: <why>", one per passage that got no answer
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
 
 
 class Journal:
@@ -97,9 +101,7 @@ class Journal:
 
     def _drop_torn_line(self, good_lines: list[str]) -> None:
         """Rewrite the journal without its torn last line, so that the next answer starts a line of its own."""
-        partial = self.path.with_suffix(".partial")
-        partial.write_text("".join(line + "\n" for line in good_lines), encoding="utf-8")
-        partial.replace(self.path)
+        write_text_atomically("".join(line + "\n" for line in good_lines), self.path)
 
     def append(self, generation: Generation) -> None:
         """One line per answer, written whole and flushed at once (the runner calls this from one thread)."""
@@ -125,7 +127,7 @@ def run_generator(
     known = {passage.id for passage in passages}
     answers = {pid: answer for pid, answer in answers.items() if pid in known}
     pending = [passage for passage in passages if passage.id not in answers]
-    run = GenerationRun(answers, resumed=len(answers), asked=0, failed=0)
+    run = GenerationRun(answers, resumed=len(answers))
     if run.resumed:
         logger.info("Resuming: %d of %d passages already answered in %s", run.resumed, len(passages), journal.path)
     bar = tqdm(total=len(passages), initial=run.resumed, desc="Writing queries", unit="passage")
@@ -134,7 +136,6 @@ def run_generator(
         run.asked += 1
         bar.update()
         if generation.failed is not None:
-            run.failed += 1
             run.failures.append(f"{generation.passage_id}: {generation.failed}")
             if run.failed > max_failures:
                 raise SynthError(
