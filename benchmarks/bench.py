@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from st_bge.config import LossArguments, ModelArguments, parse_recipe
 from st_bge.data import load_beir
 from st_bge.losses import build_loss
 from st_bge.modeling import frozen_copy, load_model, resolve_model_path
+from st_bge.serving.metrics import peak_rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 MBPP = REPO / "data" / "mbpp_sanitized"
@@ -283,10 +283,6 @@ def bench_losses(args: argparse.Namespace) -> None:
 
 
 # --------------------------------------------------------------------------------------------------- memory
-
-
-def peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def allocation_peak_bytes(step: Callable[[], None]) -> int:
