@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from peft import LoraConfig, TaskType
-from sentence_transformers import SentenceTransformer
+from sentence_transformers import CrossEncoder, SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
 
 from st_bge.bge import default_query_prompt, is_bge, is_m3_name
@@ -97,6 +97,18 @@ def load_full_model(model_dir: str | Path, **kwargs) -> SentenceTransformer:
     if is_adapter_dir(model_dir):
         merge_adapter(model, model_dir)
     return model
+
+
+def load_cross_encoder(name_or_path: str, field: str, **kwargs) -> CrossEncoder:
+    """A sentence-transformers CrossEncoder from a Hub id or folder, for the recipe field `field`.
+
+    Raises:
+        ConfigError: it cannot be loaded, naming `field`.
+    """
+    try:
+        return CrossEncoder(resolve_model_path(name_or_path), **kwargs)
+    except (OSError, ValueError) as error:  # missing files / not a model folder (transformers raises both)
+        raise ConfigError(f"{field} '{name_or_path}': cannot load it ({error})") from None
 
 
 def load_model(args: ModelArguments, *, as_m3: bool = False) -> SentenceTransformer:

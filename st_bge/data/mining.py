@@ -245,7 +245,9 @@ def _load_cross_encoder(args: MiningArguments) -> CrossEncoder | None:
         # sentence-transformers only rescores for the score guards; loading it would only cost time.
         logger.warning("mine_cross_encoder is ignored: it only rescores for a margin or mine_max_score")
         return None
-    return CrossEncoder(args.mine_cross_encoder)
+    from st_bge.modeling import load_cross_encoder
+
+    return load_cross_encoder(args.mine_cross_encoder, "mine_cross_encoder")
 
 
 def _settings(args: MiningArguments, range_max: int, cross_encoder: CrossEncoder | None) -> dict[str, Any]:

@@ -71,14 +71,11 @@ def load_teacher(args: ScoringArguments) -> CrossEncoder:
     Raises:
         ConfigError: no teacher is named, or it cannot be loaded.
     """
-    from st_bge.modeling import resolve_model_path
+    from st_bge.modeling import load_cross_encoder
 
     if not args.score_cross_encoder:
         raise ConfigError("scoring needs a teacher: set score_cross_encoder (e.g. BAAI/bge-reranker-v2-m3)")
-    try:
-        return CrossEncoder(resolve_model_path(args.score_cross_encoder), max_length=args.score_max_length)
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"score_cross_encoder '{args.score_cross_encoder}': cannot load it ({error})") from None
+    return load_cross_encoder(args.score_cross_encoder, "score_cross_encoder", max_length=args.score_max_length)
 
 
 def score_rows(rows: Dataset, teacher: CrossEncoder, args: ScoringArguments) -> ScoredRows:
