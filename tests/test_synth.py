@@ -447,3 +447,22 @@ def test_few_shot_examples_and_the_domain_reach_the_prompt(tmp_path):
     examples.write_text('{"passage": "a passage"}\n', encoding="utf-8")
     with pytest.raises(DataError, match=r"examples.jsonl, line 1, field 'query': missing or empty text"):
         synth(parse_synth_recipe([*argv, "--overwrite_output_dir", "true"]))
+
+
+def test_a_cross_encoder_that_cannot_be_loaded_is_named_before_any_request(tmp_path):
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 2)
+    with ChatServer() as server:
+        argv = llm_flags(server, corpus, tmp_path / "out", synth_round_trip=True, model_name_or_path=MINILM)
+        argv += flags(synth_filter_cross_encoder=tmp_path / "no-such-reranker")
+        with pytest.raises(ConfigError, match=r"synth_filter_cross_encoder '.*no-such-reranker': cannot load it"):
+            synth(parse_synth_recipe(argv))
+    assert server.requests == []
+
+
+def test_without_the_openai_client_the_llm_generator_says_which_extra_to_install(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "openai", None)  # `import openai` raises ImportError, as when not installed
+    corpus = write_corpus(tmp_path / "corpus.jsonl", 2)
+    argv = ["data", "synth", str(corpus), "--synth_generator", "openai", "--synth_model", "m"]
+    assert main([*argv, "--synth_round_trip", "false", "--synth_output_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "needs the openai client: pip install 'st-bge[synth]'" in err and "Traceback" not in err

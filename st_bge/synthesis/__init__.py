@@ -85,8 +85,8 @@ def synth(recipe: Recipe) -> SynthResult:
         template = build_prompt_template(
             args.synth_prompt_template, language=language, domain=args.synth_domain, examples=examples
         )
-    retriever, cross_encoder = _load_filter_models(recipe) if args.synth_round_trip else (None, None)
     generator = build_generator(args, template)
+    retriever, cross_encoder = _load_filter_models(recipe) if args.synth_round_trip else (None, None)
     journal = Journal(output_dir, generator.settings())
     run = run_generator(generator, passages, journal, overwrite=overwrite, max_failures=args.synth_max_failures)
 
@@ -108,7 +108,7 @@ def synth(recipe: Recipe) -> SynthResult:
 def _load_filter_models(recipe: Recipe):
     """The round-trip retriever (the recipe's model, loaded as training would load it, or `synth_filter_model`)
     and the optional cross-encoder."""
-    from st_bge.modeling import load_model, resolve_model_path
+    from st_bge.modeling import load_cross_encoder, load_model
 
     args = recipe.synth
     model_args = recipe.model
@@ -117,9 +117,7 @@ def _load_filter_models(recipe: Recipe):
     retriever = load_model(model_args)
     cross_encoder = None
     if args.synth_filter_cross_encoder:
-        from sentence_transformers import CrossEncoder
-
-        cross_encoder = CrossEncoder(resolve_model_path(args.synth_filter_cross_encoder))
+        cross_encoder = load_cross_encoder(args.synth_filter_cross_encoder, "synth_filter_cross_encoder")
     return retriever, cross_encoder
 
 

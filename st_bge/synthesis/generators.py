@@ -119,7 +119,12 @@ class OpenAIGenerator:
     """
 
     def __init__(self, args: SynthArguments, template: PromptTemplate) -> None:
-        import openai
+        try:
+            import openai
+        except ImportError:
+            raise ConfigError(
+                "synth_generator 'openai' needs the openai client: pip install 'st-bge[synth]'"
+            ) from None
 
         self.args = args
         self.template = template
