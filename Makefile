@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # ranx compiles its metrics with numba on first use (~1 min); keep the compiled code between runs.
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: install quickstart test test-slow check format clean bench-gpu bench-gpu-dry-run
+.PHONY: install quickstart test test-slow check format clean bench bench-render bench-gpu bench-gpu-dry-run
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,15 @@ test: install
 
 test-slow: install
 	$(BIN)/python -m pytest -m slow
+
+# Every benchmark (hours on 2 CPU cores; `python benchmarks/bench.py all --list` says which and how long), its results
+# stored in benchmarks/results/ and RESULTS.md's tables rewritten from them. BENCH="--only train encode": some of them.
+BENCH ?=
+bench: install
+	$(BIN)/python benchmarks/bench.py all --output benchmarks/RESULTS.md $(BENCH)
+
+bench-render: install
+	$(BIN)/python benchmarks/bench.py render --output benchmarks/RESULTS.md
 
 # The GPU benchmarks (benchmarks/gpu.py) on a CUDA machine; the dry run is the same code on tiny shapes on the CPU.
 bench-gpu: install

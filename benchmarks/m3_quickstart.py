@@ -18,6 +18,8 @@ import argparse
 import json
 from pathlib import Path
 
+import tables
+
 from st_bge.config import ModelArguments, parse_recipe
 from st_bge.data import load_training_data
 from st_bge.evaluation.bm25 import bm25_run
@@ -66,13 +68,17 @@ def main() -> None:
                 mode=mode,
             )
     output_dir = Path(args.output_dir)
+    head_to_head = RetrievalComparison(head_to_head)
     against_base.save(output_dir, stem="against_base")
-    RetrievalComparison(head_to_head).save(output_dir, stem="head_to_head")
-    print(f"## Against the base model ({held_out.summary()})\n\n{against_base.to_markdown()}\n")
-    print(f"## {' / '.join(others)} against {dense_name}'s dense mode\n")
-    for comparison in head_to_head.values():
-        print(comparison.to_markdown() + "\n")
+    head_to_head.save(output_dir, stem="head_to_head")
     (output_dir / "models.json").write_text(json.dumps(models, indent=2) + "\n")
+    records = [
+        {"bench": "m3-quickstart", "table": table, "models": models, "comparison": result.to_dict()}
+        for table, result in (("against_base", against_base), ("head_to_head", head_to_head))
+    ]
+    for record in records:
+        print(json.dumps(record), flush=True)
+    print(f"\n{tables.m3_quickstart(records)}")
 
 
 if __name__ == "__main__":

@@ -16,19 +16,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import socket
 import subprocess
 import sys
 import threading
 import time
-from datetime import date
 from pathlib import Path
 
 import httpx
 import numpy as np
-import torch
+import tables
 
 from st_bge.data import load_beir
 
@@ -116,13 +114,7 @@ def main() -> None:
     total = args.requests + args.clients * args.warmup
     texts = [f"{queries[i % len(queries)]} ({i})" for i in range(total * args.texts_per_request)]  # all distinct
     batches = [texts[i : i + args.texts_per_request] for i in range(0, len(texts), args.texts_per_request)]
-    print(
-        f"# {date.today()}, commit {subprocess.check_output(['git', 'rev-parse', '--short', 'HEAD'], cwd=REPO, text=True).strip()}, "
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"`python benchmarks/serve_load.py --clients {args.clients} --requests {args.requests} "
-        f"--texts_per_request {args.texts_per_request}`"
-    )
-    rows = {}
+    records = []
     for name, flags in SERVERS.items():
         process, url = start(args.model, flags)
         try:
@@ -135,17 +127,10 @@ def main() -> None:
         finally:
             process.terminate()
             process.wait(timeout=60)
-        rows[name] = result
-        print(json.dumps({"server": name, **{k: round(v, 2) for k, v in result.items()}}))
-    print("\n| Server | Requests/s | Texts/s | p50 ms | p99 ms | Texts per forward pass | Peak RSS MiB |")
-    print("|:--|--:|--:|--:|--:|--:|--:|")
-    for name, r in rows.items():
-        print(
-            f"| {name} | {r['requests_per_s']:.1f} | {r['texts_per_s']:.1f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} "
-            f"| {r['texts_per_pass']:.1f} | {r['peak_rss_mib']:.0f} |"
-        )
-    ratio = rows["batching"]["requests_per_s"] / rows["per-request"]["requests_per_s"]
-    print(f"\nThroughput, batching / per-request: {ratio:.2f}x")
+        config = {"clients": args.clients, "requests": args.requests, "texts_per_request": args.texts_per_request}
+        records.append({"bench": "serve", "server": name, **config, **{k: round(v, 2) for k, v in result.items()}})
+        print(json.dumps(records[-1]), flush=True)
+    print(f"\n{tables.serve(records)}")
 
 
 if __name__ == "__main__":

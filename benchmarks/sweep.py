@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+import tables
 
 from st_bge import parse_recipe, train
 from st_bge.data import load_training_data
@@ -50,8 +50,9 @@ SETS = {
 
 
 def run_set(name: str, settings: list[str], output_root: Path) -> dict:
-    """Train every setting on one set; the comparison of their held-out runs and each one's training time."""
-    runs, seconds, evaluator, data = {}, {}, None, None
+    """Train every setting on one set; its record: the comparison of their held-out runs, each one's wall time
+    (training and evaluations) and the Trainer's `train_runtime`."""
+    runs, seconds, runtimes, evaluator, data = {}, {}, {}, None, None
     for setting in settings:
         argv = ["--config", str(REPO / "recipes" / "quickstart.yaml"), *SETS[name], *SETTINGS[setting]]
         argv += ["--output_dir", str(output_root / name / setting.replace(" ", "_")), "--eval_base_model", "false"]
@@ -59,8 +60,8 @@ def run_set(name: str, settings: list[str], output_root: Path) -> dict:
         start = time.perf_counter()
         result = train(recipe)
         seconds[setting] = time.perf_counter() - start
-        runtime = next(e["train_runtime"] for e in result.trainer.state.log_history if "train_runtime" in e)
-        print(json.dumps({"set": name, "setting": setting, "seconds": seconds[setting], "train_runtime": runtime}))
+        log = result.trainer.state.log_history
+        runtimes[setting] = next(entry["train_runtime"] for entry in log if "train_runtime" in entry)
         if evaluator is None:  # the same held-out queries for every setting (same split seed and rows)
             data = load_training_data(recipe.data)
             evaluator = build_evaluator(recipe, data)
@@ -68,26 +69,32 @@ def run_set(name: str, settings: list[str], output_root: Path) -> dict:
     comparison = compare_modes(
         evaluator.qrels, runs, evaluator.metrics, eval_set={**data.eval.summary(), "top_k": evaluator.top_k}
     )
-    return {"comparison": comparison, "seconds": seconds}
+    return {
+        "bench": "sweep",
+        "set": name,
+        "settings": settings,
+        "comparison": comparison.to_dict(),
+        "seconds": seconds,
+        "train_runtime": runtimes,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sets", nargs="+", choices=list(SETS), default=list(SETS))
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=list(SETTINGS))
-    parser.add_argument("--output", type=Path, required=True, help="Markdown file for the tables.")
+    parser.add_argument("--output", type=Path, help="Also write the tables to this Markdown file.")
     args = parser.parse_args()
     if args.settings[0] != "today":
         parser.error("the first setting is the baseline: start --settings with today")
-    sections = [f"Command: `python benchmarks/sweep.py {shlex.join(sys.argv[1:])}`, {time.strftime('%Y-%m-%d')}\n"]
+    records = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.sets:
-            result = run_set(name, args.settings, Path(tmp))
-            wall = ", ".join(f"{setting} {s:.0f} s" for setting, s in result["seconds"].items())
-            sections.append(
-                f"## {name}\n\n{result['comparison'].to_markdown()}\n\nWall time (train + evals): {wall}\n"
-            )
-            args.output.write_text("\n".join(sections), encoding="utf-8")  # what is done so far survives a crash
+            records.append(run_set(name, args.settings, Path(tmp)))
+            print(json.dumps(records[-1]), flush=True)
+            if args.output:  # what is done so far survives a crash
+                args.output.write_text(tables.sweep(records) + "\n", encoding="utf-8")
+    print(f"\n{tables.sweep(records)}")
 
 
 if __name__ == "__main__":

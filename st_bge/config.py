@@ -706,7 +706,7 @@ class ServeArguments:
         default=None,
         metadata={
             "help": "Most texts in one forward pass (default: 8 on CPU, where larger passes were slower "
-            "(benchmarks/RESULTS.md), 256 on a GPU)."
+            "(benchmarks/HISTORY.md), 256 on a GPU)."
         },
     )
     batch_wait_ms: float = field(

@@ -140,7 +140,7 @@ class _GISTSimilarities:
     - Memory. Theirs broadcasts `nn.CosineSimilarity` over (rows, columns, dim), which holds rows x columns x dim
       floats per matrix, and keeps them for backward: with the cached loss that is mini-batch x global batch x dim,
       so its memory grew with the batch (all-MiniLM-L6-v2, mini-batch 32: peak tensors 310 MiB at batch 512,
-      498 MiB at 1024; benchmarks/RESULTS.md). A matmul of unit vectors (`util.cos_sim`) holds rows x columns.
+      498 MiB at 1024; benchmarks/HISTORY.md). A matmul of unit vectors (`util.cos_sim`) holds rows x columns.
     - DDP. Under `gather_across_devices` they gather the candidates (positives, negatives) across processes but
       not the anchors, so the anchor-anchor term (`contrast_anchors`, on by default) contrasts an anchor only with
       its own process's anchors, and 2 processes do not train as 1 on the global batch (the loss was off by

@@ -2,7 +2,7 @@
 
 A GPU runs one forward pass of 32 texts in far less time than 32 passes of one (larger matmuls); on a CPU the
 pass costs about the same per text at any size, but each request's own pass still queues behind the others (16
-clients of one text each got 1.8x the requests/s with shared passes, benchmarks/RESULTS.md). Requests put
+clients of one text each got 1.8x the requests/s with shared passes, benchmarks/HISTORY.md). Requests put
 their texts in one queue; a single worker takes the oldest text's group (side and extras: one pass applies one
 prompt and computes one set of outputs) and as many queued texts of that group as fit `max_batch_size` and
 `max_batch_tokens` (texts x longest text, the padded size of the batch), runs the pass in a worker thread (the event

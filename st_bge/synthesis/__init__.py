@@ -248,10 +248,10 @@ def _write_report(output_dir: Path, report: dict[str, object]) -> None:
     (output_dir / f"{REPORT}.md").write_text(report_markdown(report), encoding="utf-8")
 
 
-def report_markdown(report: dict[str, object]) -> str:
-    """The report as Markdown: the counts of every stage, then the samples of what each filter dropped."""
+def report_rows(report: dict[str, object]) -> list[list[object]]:
+    """The counts of every stage, as (stage, count) rows: the report's table, and what a benchmark quotes of it."""
     corpus, generation, filters, output = (report[key] for key in ("corpus", "generation", "filters", "output"))
-    rows = [
+    return [
         ["passages read", corpus["records"]],
         ["duplicate passages dropped", corpus["duplicates_dropped"]],
         ["passages used", corpus["passages_used"]],
@@ -265,7 +265,12 @@ def report_markdown(report: dict[str, object]) -> str:
         ["training pairs kept", output["train_pairs"]],
         ["held-out eval queries", output["eval_queries"]],
     ]
-    lines = [f"# Synthetic queries for {corpus['source']}", "", markdown_table(["Stage", "Count"], rows), ""]
+
+
+def report_markdown(report: dict[str, object]) -> str:
+    """The report as Markdown: the counts of every stage, then the samples of what each filter dropped."""
+    source = report["corpus"]["source"]
+    lines = [f"# Synthetic queries for {source}", "", markdown_table(["Stage", "Count"], report_rows(report)), ""]
     lines += [f"- {note}" for note in report["notes"]]
     for name, samples in report["samples"]["dropped"].items():
         lines += ["", f"## Dropped by {name} (sample)", ""]
