@@ -88,9 +88,12 @@ def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
 
 
-def uncommitted_changes() -> list[str]:
-    """Tracked files that differ from HEAD: a result measured on them would name a commit it did not run."""
-    return git("diff", "--name-only", "HEAD").splitlines()
+def uncommitted_changes(output: Path | None = None) -> list[str]:
+    """Tracked files that differ from HEAD: a result measured on them would name a commit it did not run. What the
+    suite itself writes (the results, the rendered `output`) is not what it measures, and does not count."""
+    written = {str(output.resolve().relative_to(REPO))} if output and output.resolve().is_relative_to(REPO) else set()
+    changed = git("diff", "--name-only", "HEAD").splitlines()
+    return [path for path in changed if path not in written and not path.startswith("benchmarks/results/")]
 
 
 def machine() -> dict:
@@ -170,7 +173,7 @@ def run_command(argv: list[str]) -> list[dict]:
     return records
 
 
-def run(benchmark: Benchmark, results_dir: Path = RESULTS_DIR, changed: Sequence[str] = ()) -> Path:
+def run(benchmark: Benchmark, results_dir: Path, changed: Sequence[str] = ()) -> Path:
     """Every command of `benchmark` in turn; its records and provenance stored under `results_dir`, written only
     once all of them succeeded, so that a failed run leaves the previous result in place."""
     record = provenance(benchmark, changed)
@@ -219,7 +222,7 @@ def run_all(names: Sequence[str], output: Path, *, allow_uncommitted: bool = Fal
     written even if a later one fails; a result the tables cannot show yet is kept, and `render` shows it once
     the writer is fixed."""
     selected = check_selection(names)
-    changed = uncommitted_changes()
+    changed = uncommitted_changes(output)
     if changed and not allow_uncommitted:
         raise SystemExit(
             f"bench: uncommitted changes to {', '.join(changed)}: each result names the commit it ran, so commit "
@@ -233,12 +236,12 @@ def run_all(names: Sequence[str], output: Path, *, allow_uncommitted: bool = Fal
     failed = []
     for benchmark in selected:
         try:
-            path = run(benchmark, changed=changed)
+            path = run(benchmark, RESULTS_DIR, changed)
         except CommandFailed as error:
             failed.append(benchmark.name)
             print(f"# bench {benchmark.name}: {error}; its previous result stays, the next benchmark runs", flush=True)
             continue
-        print(f"# bench {benchmark.name}: stored {path.relative_to(REPO)}", flush=True)
+        print(f"# bench {benchmark.name}: stored {path}", flush=True)
         try:
             tables.render_file(output, RESULTS_DIR, WRITERS)
         except tables.RenderError as error:
