@@ -590,7 +590,7 @@ def main() -> None:
     render.add_argument("--output", type=Path, default=suite.REPO / "benchmarks" / "RESULTS.md")
     args = parser.parse_args()
     if args.command == "all":
-        names = args.only or [name for name in suite.BENCHMARKS if name not in args.skip]
+        names = args.only or suite.default_selection(args.skip)
         if args.list:
             suite.print_plan(names)
         else:

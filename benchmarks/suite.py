@@ -28,11 +28,13 @@ from pathlib import Path
 
 import tables
 
+from st_bge.storage import write_text_atomically
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results"
+SHARED_DATA = REPO.parent / "shared" / "data"  # the experiments' real data, beside the repository, not shipped
 LIBRARIES = ("torch", "transformers", "sentence-transformers", "accelerate", "peft", "ranx", "fastapi", "uvicorn")
-# A command's placeholders: a scratch folder of the benchmark's run, the shared data folder of the experiments.
-SCRATCH, SHARED = "{scratch}", "{shared}"
+SCRATCH = "{scratch}"  # in a command: a scratch folder of the benchmark's run, removed after it
 
 
 @dataclass(frozen=True)
@@ -136,11 +138,11 @@ def provenance(benchmark: Benchmark, changed: Sequence[str] = ()) -> dict:
 # ------------------------------------------------------------------------------------------------------ runs
 
 
-def executable(command: Sequence[str], scratch: Path, shared: Path) -> list[str]:
+def executable(command: Sequence[str], scratch: Path) -> list[str]:
     """The command as this interpreter runs it: `python` is this Python, `st-bge` the CLI beside it."""
     program, *args = command
     program = {"python": sys.executable, "st-bge": str(Path(sys.executable).with_name("st-bge"))}.get(program, program)
-    return [program, *(arg.replace(SCRATCH, str(scratch)).replace(SHARED, str(shared)) for arg in args)]
+    return [program, *(arg.replace(SCRATCH, str(scratch)) for arg in args)]
 
 
 def record_of(line: str) -> dict | None:
@@ -183,23 +185,36 @@ def run(benchmark: Benchmark, results_dir: Path, changed: Sequence[str] = ()) ->
         for command in benchmark.commands:
             print(f"\n# bench {benchmark.name}: {shlex.join(command)}", flush=True)
             began = time.perf_counter()
-            records += run_command(executable(command, Path(scratch), REPO.parent / "shared" / "data"))
+            records += run_command(executable(command, Path(scratch)))
             seconds = round(time.perf_counter() - began, 1)
             records.append({"bench": "command", "command": shlex.join(command), "seconds": seconds})
     record["seconds"] = round(time.perf_counter() - start)
     path = results_dir / f"{benchmark.name}.json"
-    tables.write_atomically(path, json.dumps({**record, "records": records}, indent=1) + "\n")
+    write_text_atomically(json.dumps({**record, "records": records}, indent=1) + "\n", path)
     return path
 
 
 WRITERS = {name: benchmark.tables for name, benchmark in BENCHMARKS.items()}
 
 
-def check_selection(names: Sequence[str]) -> list[Benchmark]:
+def check_names(names: Sequence[str]) -> Sequence[str]:
     unknown = [name for name in names if name not in BENCHMARKS]
     if unknown:
         raise SystemExit(f"bench: unknown benchmark {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")
-    return [BENCHMARKS[name] for name in names]
+    return names
+
+
+def check_selection(names: Sequence[str]) -> list[Benchmark]:
+    return [BENCHMARKS[name] for name in check_names(names)]
+
+
+def default_selection(skip: Sequence[str] = ()) -> list[str]:
+    """Every benchmark but `skip`, less those whose data is not on this machine (said, not silently)."""
+    names = [name for name in BENCHMARKS if name not in check_names(skip)]
+    absent = [name for name in names if BENCHMARKS[name].needs_shared_data and not SHARED_DATA.is_dir()]
+    if absent:
+        print(f"# bench: leaving out {', '.join(absent)}: they read ../shared/data, which is not here", flush=True)
+    return [name for name in names if name not in absent]
 
 
 def print_plan(names: Sequence[str]) -> None:
@@ -229,7 +244,7 @@ def run_all(names: Sequence[str], output: Path, *, allow_uncommitted: bool = Fal
             "first (or pass --allow_uncommitted; the header then says so)"
         )
     needing = [benchmark.name for benchmark in selected if benchmark.needs_shared_data]
-    if needing and not (REPO.parent / "shared" / "data").is_dir():
+    if needing and not SHARED_DATA.is_dir():
         raise SystemExit(f"bench: {', '.join(needing)} read ../shared/data, which is not here; leave them out")
     minutes = sum(benchmark.minutes for benchmark in selected)
     print(f"# bench: {', '.join(b.name for b in selected)} (about {minutes} min on 2 CPU cores)", flush=True)

@@ -20,10 +20,6 @@ from st_bge.synthesis import report_rows
 BLOCK = re.compile(r"<!-- bench:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /bench:(?P=name) -->", re.DOTALL)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    write_text_atomically(text, path)
-
-
 # --------------------------------------------------------------------------------------------------- render
 
 
@@ -89,7 +85,7 @@ def render_file(output: Path, results_dir: Path, writers: Mapping[str, Callable[
     results = load_results(results_dir)
     rendered = render(text, results, writers)
     if rendered != text:
-        write_atomically(output, rendered)
+        write_text_atomically(rendered, output)
     blocks = {match["name"] for match in BLOCK.finditer(rendered)}
     unused = sorted(set(results) - blocks)
     missing = sorted(blocks - set(results))
@@ -296,10 +292,11 @@ def encode(records: list[dict]) -> str:
 def train(records: list[dict]) -> str:
     runs = by(records, bench="train")
     throughput = markdown_table(
-        ["Model", "st-bge samples/s", "bare loop", "pad-512 loop", "st-bge / bare", "st-bge / pad-512"],
+        ["Model", "Parameters", "st-bge samples/s", "bare loop", "pad-512 loop", "st-bge / bare", "st-bge / pad-512"],
         [
             [
-                f"{r['model']} ({r['parameters'] / 1e6:.1f}M)",
+                r["model"],
+                f"{r['parameters'] / 1e6:.1f}M",
                 number(r["st_bge_samples_per_second"], 2),
                 number(r["bare_samples_per_second"], 2),
                 number(r["pad512_samples_per_second"], 3),
@@ -344,7 +341,22 @@ def train(records: list[dict]) -> str:
 
 
 def comparison(data: Mapping) -> str:
-    return RetrievalComparison.from_dict(data).to_markdown()
+    """A stored RetrievalComparison: the evaluation set it ran on (sizes only), then its table."""
+    result = RetrievalComparison.from_dict(data)
+    eval_set = result.eval_set
+    sizes = [
+        f"{eval_set[key]:,} {label}"
+        for key, label in (("queries", "queries"), ("corpus", "documents"))
+        if key in eval_set
+    ]
+    top_k = f", top {eval_set['top_k']} retrieved" if "top_k" in eval_set else ""
+    where = f"_{eval_set.get('name', 'evaluation set')}: {', '.join(sizes)}{top_k}._\n\n" if sizes else ""
+    return where + result.to_markdown()
+
+
+def per_mode(data: Mapping) -> list[str]:
+    """A stored comparison whose modes share no model (a head-to-head per mode): one narrow table per mode."""
+    return [comparison.to_markdown() for comparison in RetrievalComparison.from_dict(data).modes.values()]
 
 
 def m3_quickstart(records: list[dict]) -> str:
@@ -356,8 +368,8 @@ def m3_quickstart(records: list[dict]) -> str:
         [
             "Against the base model:",
             comparison(against_base["comparison"]),
-            "The unified fine-tune's modes against the dense fine-tune's dense mode:",
-            comparison(head_to_head["comparison"]),
+            "The unified fine-tune's modes against the dense fine-tune's dense mode, one mode at a time:",
+            *per_mode(head_to_head["comparison"]),
             *([f"Wall time of the training runs: {walls}."] if walls else []),
         ]
     )

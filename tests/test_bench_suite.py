@@ -170,6 +170,18 @@ def test_what_the_suite_writes_is_not_an_uncommitted_change(monkeypatch):
     assert suite.uncommitted_changes() == ["benchmarks/RESULTS.md", "st_bge/losses.py"]
 
 
+def test_the_default_selection_leaves_out_what_needs_absent_data_and_says_so(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(suite, "SHARED_DATA", tmp_path / "absent")
+    names = suite.default_selection(skip=["serve"])
+    assert "serve" not in names and "train" in names
+    assert not {"sweep", "cold-start"} & set(names)
+    assert "leaving out sweep, cold-start: they read ../shared/data" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match=r"sweep read \.\./shared/data, which is not here"):
+        suite.run_all(["sweep"], tmp_path / "RESULTS.md", allow_uncommitted=True)
+    with pytest.raises(SystemExit, match="unknown benchmark nope"):
+        suite.default_selection(skip=["nope"])
+
+
 def test_run_all_refuses_unknown_names():
     with pytest.raises(SystemExit, match="unknown benchmark nope; known: serve"):
         suite.run_all(["nope"], Path("RESULTS.md"))
@@ -272,7 +284,12 @@ def toy_comparison() -> dict:
     qrels = to_qrels({"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}})
     base = to_run({"q1": {"x": 2, "d1": 1}, "q2": {"d2": 1}, "q3": {"x": 2, "d3": 1}})
     tuned = to_run({"q1": {"d1": 2}, "q2": {"d2": 1}, "q3": {"d3": 2, "x": 1}})
-    result = compare_runs(qrels, {"base": base, "tuned": tuned}, ["ndcg@10"], eval_set={"name": "toy"})
+    result = compare_runs(
+        qrels,
+        {"base": base, "tuned": tuned},
+        ["ndcg@10"],
+        eval_set={"name": "toy", "queries": 3, "corpus": 4, "top_k": 100},
+    )
     return RetrievalComparison({"dense": result}).to_dict()
 
 
@@ -286,7 +303,8 @@ def test_comparison_writers_print_the_stored_comparison_and_the_training_wall_ti
     ]
     text = tables.m3_quickstart(records)
     table = RetrievalComparison.from_dict(data).to_markdown()
-    assert text.count(table) == 2 and "| ndcg@10 |" in table
+    assert "| ndcg@10 |" in table and text.count(table) == 2  # against the base, and the one mode head to head
+    assert text.count("_toy: 3 queries, 4 documents, top 100 retrieved._") == 1
     assert "Wall time of the training runs: `st-bge train recipes/quickstart.yaml --output_dir /tmp/x` 300 s." in text
 
 
