@@ -27,9 +27,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import suite
 import torch
 import torch.nn.functional as F
-from bench import MBPP, emit, m3_random, machine, mbpp_batch
+from bench import MBPP, emit, m3_random, mbpp_batch
 from mfu import Utilisation, encoder_flops, matmul_peak, model_matmul_shapes
 
 from st_bge.config import LossArguments, ModelArguments
@@ -215,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     device, dtype = device_settings(args.dry_run)
     plan = DRY if args.dry_run else FULL
-    emit({"bench": "gpu-machine", "device": str(device), "dry_run": args.dry_run, **machine()})
+    emit({"bench": "gpu-machine", "device": str(device), "dry_run": args.dry_run, **suite.machine()})
     with tempfile.TemporaryDirectory() as tmp:
         model_path = m3_random(Path(tmp), **plan.model)
         if "encoder" in args.only:
