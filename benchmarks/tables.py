@@ -284,9 +284,8 @@ def encode(records: list[dict]) -> str:
             ],
         ],
     )
-    return (
-        f"{record['documents']} documents, {record['model']}:\n\n{table}\n\nst-bge / raw = **{record['ratio']:.2f}**"
-    )
+    rounds = f", the fastest of {record['repeats']} alternating rounds each" if "repeats" in record else ""
+    return f"{record['documents']} documents, {record['model']}{rounds}:\n\n{table}\n\nst-bge / raw = **{record['ratio']:.2f}**"
 
 
 def train(records: list[dict]) -> str:
