@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import tables
-from sweep import REPO, SETS
+from suite import REPO
+from sweep import SETS
 
 from st_bge import parse_recipe, parse_synth_recipe, synth, train
 from st_bge.data import load_training_data

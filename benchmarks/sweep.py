@@ -19,14 +19,12 @@ import time
 from pathlib import Path
 
 import tables
+from suite import REPO, SHARED_DATA
 
 from st_bge import parse_recipe, train
 from st_bge.data import load_training_data
 from st_bge.evaluation import compare_modes
 from st_bge.training import build_evaluator
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
 
 # Where the settings differ from the quickstart recipe; the first is the baseline every other is compared with.
 SETTINGS = {
@@ -39,9 +37,9 @@ SETTINGS = {
 SETS = {
     "mbpp": [],  # the quickstart's own data and split: 80% of the queries trained on, 20% held out
     "zh_medical": [
-        *("--dataset_name_or_path", str(SHARED / "zh_medical_dialogue"), "--dataset_split", "train"),
+        *("--dataset_name_or_path", str(SHARED_DATA / "zh_medical_dialogue"), "--dataset_split", "train"),
         *("--max_train_samples", "480", "--eval_split_size", "0"),
-        *("--eval_dataset_name_or_path", str(SHARED / "zh_medical_dialogue"), "--eval_dataset_split", "test"),
+        *("--eval_dataset_name_or_path", str(SHARED_DATA / "zh_medical_dialogue"), "--eval_dataset_split", "test"),
         # 747 queries x 7,244 answers: evaluated once, after training (the last epoch is the model)
         *("--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"),
         *("--eval_bm25", "false", "--language", "zh"),
