@@ -237,6 +237,8 @@ def run_all(names: Sequence[str], output: Path, *, allow_uncommitted: bool = Fal
     written even if a later one fails; a result the tables cannot show yet is kept, and `render` shows it once
     the writer is fixed."""
     selected = check_selection(names)
+    if not output.is_file():  # before hours of measuring, not after
+        raise SystemExit(f"bench: {output} does not exist: --output names the RESULTS.md whose blocks to write")
     changed = uncommitted_changes(output)
     if changed and not allow_uncommitted:
         raise SystemExit(

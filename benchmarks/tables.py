@@ -74,11 +74,21 @@ def render(text: str, results: Mapping[str, Mapping], writers: Mapping[str, Call
 
 
 def load_results(results_dir: Path) -> dict[str, dict]:
-    return {path.stem: json.loads(path.read_text(encoding="utf-8")) for path in sorted(results_dir.glob("*.json"))}
+    results = {}
+    for path in sorted(results_dir.glob("*.json")):
+        try:
+            results[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise RenderError(
+                f"{path} is not a stored result ({error}); `{rerun_command(path.stem)}` measures it again"
+            ) from error
+    return results
 
 
 def render_file(output: Path, results_dir: Path, writers: Mapping[str, Callable[[list[dict]], str]]) -> None:
     """Rewrite `output`'s blocks from the results in `results_dir`; the file is left as it was if any block fails."""
+    if not output.is_file():
+        raise RenderError(f"{output} does not exist: --output names the RESULTS.md whose blocks to write")
     text = output.read_text(encoding="utf-8")
     if not BLOCK.search(text):
         raise RenderError(f"{output} has no `<!-- bench:<name> -->` block to write")

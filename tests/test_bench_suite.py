@@ -97,6 +97,17 @@ def test_a_result_its_writer_cannot_read_is_an_error_naming_the_file_and_the_fix
     assert output.read_text(encoding="utf-8") == TEXT  # left as it was
 
 
+def test_a_missing_output_or_a_corrupt_result_is_an_error_naming_the_file(tmp_path):
+    with pytest.raises(tables.RenderError, match=r"RESULTS\.md does not exist"):
+        tables.render_file(tmp_path / "RESULTS.md", tmp_path, {"toy": toy_writer})
+    output = tmp_path / "RESULTS.md"
+    output.write_text(TEXT, encoding="utf-8")
+    (tmp_path / "toy.json").write_text('{"date": ', encoding="utf-8")
+    with pytest.raises(tables.RenderError, match=r"toy\.json is not a stored result .*--only toy"):
+        tables.render_file(output, tmp_path, {"toy": toy_writer})
+    assert output.read_text(encoding="utf-8") == TEXT
+
+
 def test_a_file_without_blocks_is_an_error(tmp_path):
     output = tmp_path / "RESULTS.md"
     output.write_text("# Results\n\nNo blocks.\n", encoding="utf-8")
@@ -159,6 +170,7 @@ def test_a_failed_command_stores_nothing_and_keeps_the_previous_result(tmp_path)
 
 def test_run_all_refuses_uncommitted_changes(monkeypatch, tmp_path):
     monkeypatch.setattr(suite, "uncommitted_changes", lambda output: ["st_bge/losses.py"])
+    (tmp_path / "RESULTS.md").write_text(TEXT, encoding="utf-8")
     with pytest.raises(SystemExit, match=r"uncommitted changes to st_bge/losses\.py.*--allow_uncommitted"):
         suite.run_all(["train"], tmp_path / "RESULTS.md")
 
@@ -176,10 +188,16 @@ def test_the_default_selection_leaves_out_what_needs_absent_data_and_says_so(mon
     assert "serve" not in names and "train" in names
     assert not {"sweep", "cold-start"} & set(names)
     assert "leaving out sweep, cold-start: they read ../shared/data" in capsys.readouterr().out
+    (tmp_path / "RESULTS.md").write_text(TEXT, encoding="utf-8")
     with pytest.raises(SystemExit, match=r"sweep read \.\./shared/data, which is not here"):
         suite.run_all(["sweep"], tmp_path / "RESULTS.md", allow_uncommitted=True)
     with pytest.raises(SystemExit, match="unknown benchmark nope"):
         suite.default_selection(skip=["nope"])
+
+
+def test_run_all_refuses_a_missing_output_before_measuring(tmp_path):
+    with pytest.raises(SystemExit, match=r"RESULTS\.md does not exist"):
+        suite.run_all(["train"], tmp_path / "RESULTS.md")
 
 
 def test_run_all_refuses_unknown_names():
