@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
@@ -391,7 +392,7 @@ def seconds_line(seconds: Mapping[str, float], what: str) -> str:
 def sweep(records: list[dict]) -> str:
     parts = []
     for record in by(records, bench="sweep"):
-        parts.append(f"{record['set']}, `--settings {' '.join(record['settings'])}`:")
+        parts.append(f"{record['set']}, `--settings {shlex.join(record['settings'])}`:")
         parts += [comparison(record["comparison"]), seconds_line(record["seconds"], "train + evaluations")]
     return "\n\n".join(parts)
 

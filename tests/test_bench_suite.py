@@ -356,3 +356,19 @@ def test_cold_start_writer_shows_both_comparisons_and_the_synthesis_counts():
     assert "Against training on the real queries:" in text
     assert "Wall time (synthesis + training): real 300 s, ict 400 s" in text
     assert "| training pairs kept | 3 |" in text and "| dropped: round_trip | 1 |" in text
+
+
+def test_sweep_writer_quotes_the_settings_as_a_shell_would_and_shows_each_sets_comparison():
+    record = {
+        "bench": "sweep",
+        "set": "mbpp",
+        "settings": ["today", "+mined", "6 epochs"],
+        "comparison": toy_comparison(),
+        "seconds": {"today": 300, "+mined": 420, "6 epochs": 450},
+        "train_runtime": {"today": 280, "+mined": 400, "6 epochs": 430},
+    }
+    text = tables.sweep([record, {**record, "set": "zh_medical"}])
+    assert "mbpp, `--settings today +mined '6 epochs'`:" in text  # what to type to run it again
+    assert "zh_medical, `--settings today +mined '6 epochs'`:" in text
+    assert text.count(RetrievalComparison.from_dict(record["comparison"]).to_markdown()) == 2
+    assert "Wall time (train + evaluations): today 300 s, +mined 420 s, 6 epochs 450 s" in text
