@@ -24,7 +24,7 @@ from suite import REPO, SHARED_DATA
 from st_bge import parse_recipe, train
 from st_bge.data import load_training_data
 from st_bge.evaluation import compare_modes
-from st_bge.training import build_evaluator
+from st_bge.training import FINE_TUNED, build_evaluator
 
 # Where the settings differ from the quickstart recipe; the first is the baseline every other is compared with.
 SETTINGS = {
@@ -63,7 +63,7 @@ def run_set(name: str, settings: list[str], output_root: Path) -> dict:
         if evaluator is None:  # the same held-out queries for every setting (same split seed and rows)
             data = load_training_data(recipe.data)
             evaluator = build_evaluator(recipe, data)
-        runs[setting] = evaluator.runs(result.model).runs
+        runs[setting] = result.runs[FINE_TUNED].runs  # the run's own final evaluation of those queries
     comparison = compare_modes(
         evaluator.qrels, runs, evaluator.metrics, eval_set={**data.eval.summary(), "top_k": evaluator.top_k}
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
@@ -44,11 +44,16 @@ BASE, FINE_TUNED = "base", "fine-tuned"
 
 @dataclass
 class TrainResult:
-    """What a run produced: the trainer (with the trained model in memory), its folder and the results."""
+    """What a run produced: the trainer (with the trained model in memory), its folder and the results.
+
+    `runs` holds the evaluation's ranx runs per model (`base`, `fine-tuned`; empty without an evaluation set), so a
+    caller comparing several runs on the same queries (benchmarks/sweep.py) need not encode the corpus again.
+    """
 
     trainer: SentenceTransformerTrainer
     output_dir: Path
     comparison: RetrievalComparison | None
+    runs: dict[str, ModeRuns] = field(default_factory=dict)
 
     @property
     def model(self) -> SentenceTransformer:
@@ -147,7 +152,7 @@ def train(recipe: Recipe) -> TrainResult:
         _write_reports(trainer, comparison, recipe)
         if push_requested:
             _push(recipe)
-    return TrainResult(trainer=trainer, output_dir=Path(args.output_dir), comparison=comparison)
+    return TrainResult(trainer=trainer, output_dir=Path(args.output_dir), comparison=comparison, runs=runs)
 
 
 def _configure_heads(model: BGEM3Model, recipe: Recipe) -> list[str]:

@@ -216,7 +216,7 @@ def test_full_fine_tune_saves_a_model_that_reloads_identically(tiny_bert_path, b
     )
     recipe = parse_recipe(["--config", str(RECIPES / "bge-m3" / "full-mnrl.yaml"), *argv])
     result = train(recipe)
-    assert result.comparison is None
+    assert result.comparison is None and result.runs == {}
     assert (result.output_dir / "model.safetensors").is_file()
     assert not (result.output_dir / "adapter_config.json").exists()
     reloaded = SentenceTransformer(str(result.output_dir))
@@ -257,6 +257,13 @@ def test_full_fine_tune_of_bge_m3_keeps_three_modes_in_baai_layout(tiny_xlmr_pat
     for key in ("ndcg@10", "sparse_ndcg@10", "colbert_ndcg@10", "hybrid_ndcg@10"):
         assert [e["step"] for e in log if f"eval_retrieval_{key}" in e] == [1, 2], key
     assert list(result.comparison.modes) == ["dense", "sparse", "colbert", "hybrid"]
+    # The result keeps the final evaluation's runs: what encoding the held-out queries again would give.
+    assert list(result.runs) == ["base", "fine-tuned"]
+    again = result.trainer.evaluator.runs(result.model).runs
+    kept = result.runs["fine-tuned"].runs
+    assert list(kept) == list(again) == ["dense", "sparse", "colbert", "hybrid"]
+    for mode in again:
+        assert kept[mode].to_dict() == again[mode].to_dict(), mode
     card = ModelCard.load(output / "README.md")
     configs = {(r.metric_name, r.metric_config) for r in card.data.eval_results}
     assert {("ndcg@10", None), ("ndcg@10 (sparse)", "sparse"), ("ndcg@10 (hybrid)", "hybrid")} <= configs
