@@ -404,3 +404,28 @@ def test_bf16_autocast_trains_cached_gist_like_fp32(tiny_bert_path, beir_folder,
         losses[bf16] = [entry["loss"] for entry in result.trainer.state.log_history if "loss" in entry]
     # Measured: bf16 within 4e-5 (relative) of fp32 at step 1, 1e-5 at step 2.
     assert losses[True] == pytest.approx(losses[False], rel=1e-2)
+
+
+def test_evaluating_during_training_does_not_change_the_trained_weights(tiny_bert_path, beir_folder, tmp_path):
+    """An evaluation iterates a DataLoader, which draws from the global torch generator: unless the trainer restores
+    it, the dropout masks after each evaluation, and so the weights, depend on how often the run evaluates."""
+    runs = {
+        strategy: train_two_steps(
+            tiny_bert_path,
+            beir_folder,
+            tmp_path / strategy,
+            eval_split_size=0.25,
+            max_steps=3,
+            eval_strategy=strategy,
+            eval_steps=1,
+            eval_base_model=False,
+        )
+        for strategy in ("no", "steps")
+    }
+    log = runs["steps"].trainer.state.log_history
+    assert [entry["step"] for entry in log if "eval_retrieval_ndcg@10" in entry] == [1, 2, 3]
+    assert runs["steps"].model[0].auto_model.config.hidden_dropout_prob > 0  # there are masks to draw
+    quiet, evaluated = (runs[strategy].model.state_dict() for strategy in ("no", "steps"))
+    assert list(quiet) == list(evaluated)
+    for name, weights in quiet.items():
+        assert torch.equal(weights, evaluated[name]), name
