@@ -14,13 +14,11 @@ are evaluated on the same real held-out queries. Tables: each against the base m
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
 import time
 from pathlib import Path
 
 import tables
-from suite import REPO
+from suite import REPO, run_sets
 from sweep import SETS
 
 from st_bge import parse_recipe, parse_synth_recipe, synth, train
@@ -109,14 +107,7 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", choices=list(SETTINGS), default=["real", "ict"])
     parser.add_argument("--output", type=Path, help="Also write the tables to this Markdown file.")
     args = parser.parse_args()
-    records = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.sets:
-            records.append(run_set(name, args.settings, Path(tmp)))
-            print(json.dumps(records[-1]), flush=True)
-            if args.output:  # what is done so far survives a crash
-                args.output.write_text(tables.cold_start(records) + "\n", encoding="utf-8")
-    print(f"\n{tables.cold_start(records)}")
+    run_sets(args.sets, args.settings, run_set, tables.cold_start, args.output)
 
 
 if __name__ == "__main__":

@@ -82,6 +82,27 @@ BENCHMARKS = {
 }  # fmt: skip
 
 
+def run_sets(
+    sets: Sequence[str],
+    settings: Sequence[str],
+    run_set: Callable[[str, Sequence[str], Path], dict],
+    writer: Callable[[list[dict]], str],
+    output: Path | None,
+) -> None:
+    """A script that measures its settings on one set after another (sweep.py, cold_start.py): each set's record
+    printed as a JSON line as soon as it is done, with `output` the tables so far written there (what finished
+    survives a crash), and the tables at the end. `run_set(name, settings, scratch)` may write under `scratch`,
+    which is removed afterwards."""
+    records = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in sets:
+            records.append(run_set(name, settings, Path(scratch)))
+            print(json.dumps(records[-1]), flush=True)
+            if output:
+                output.write_text(writer(records) + "\n", encoding="utf-8")
+    print(f"\n{writer(records)}")
+
+
 # ---------------------------------------------------------------------------------------------- provenance
 
 

@@ -13,13 +13,11 @@ of its train queries (CPU budget) and evaluated on its test queries against the 
 from __future__ import annotations
 
 import argparse
-import json
-import tempfile
 import time
 from pathlib import Path
 
 import tables
-from suite import REPO, SHARED_DATA
+from suite import REPO, SHARED_DATA, run_sets
 
 from st_bge import parse_recipe, train
 from st_bge.data import load_training_data
@@ -85,14 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.settings[0] != "today":
         parser.error("the first setting is the baseline: start --settings with today")
-    records = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in args.sets:
-            records.append(run_set(name, args.settings, Path(tmp)))
-            print(json.dumps(records[-1]), flush=True)
-            if args.output:  # what is done so far survives a crash
-                args.output.write_text(tables.sweep(records) + "\n", encoding="utf-8")
-    print(f"\n{tables.sweep(records)}")
+    run_sets(args.sets, args.settings, run_set, tables.sweep, args.output)
 
 
 if __name__ == "__main__":

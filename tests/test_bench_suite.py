@@ -372,3 +372,27 @@ def test_sweep_writer_quotes_the_settings_as_a_shell_would_and_shows_each_sets_c
     assert "zh_medical, `--settings today +mined '6 epochs'`:" in text
     assert text.count(RetrievalComparison.from_dict(record["comparison"]).to_markdown()) == 2
     assert "Wall time (train + evaluations): today 300 s, +mined 420 s, 6 epochs 450 s" in text
+
+
+def test_run_sets_prints_each_sets_record_as_it_finishes_and_keeps_the_tables_so_far(tmp_path, capsys):
+    output, scratches = tmp_path / "tables.md", []
+
+    def run_set(name, settings, scratch):
+        scratches.append(scratch)
+        (scratch / name).write_text("model")
+        if name == "broken":
+            assert output.read_text() == "first: a b\n"  # the finished set is already on disk
+            raise RuntimeError("out of memory")
+        return {"bench": "toy", "set": name, "settings": settings}
+
+    def writer(records):
+        return "\n".join(f"{record['set']}: {' '.join(record['settings'])}" for record in records)
+
+    suite.run_sets(["first", "second"], ["a", "b"], run_set, writer, output)
+    lines = capsys.readouterr().out.splitlines()
+    assert [json.loads(line)["set"] for line in lines[:2]] == ["first", "second"]
+    assert lines[2:] == ["", "first: a b", "second: a b"]
+    assert output.read_text() == "first: a b\nsecond: a b\n"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        suite.run_sets(["first", "broken"], ["a", "b"], run_set, writer, output)
+    assert not any(scratch.exists() for scratch in scratches)
