@@ -32,37 +32,52 @@ logger = logging.getLogger("st_bge")
 RECIPE_SUFFIXES = (".yaml", ".yml")
 
 
+# How a command's parser names it in `--help` and errors: {"prog": "st-bge push", "usage": "st-bge push MODEL_DIR ..."}.
+ParserNames = dict[str, str]
+Run = Callable[[list[str], ParserNames], int]
+
+
 @dataclass(frozen=True)
 class Command:
-    """One subcommand: `run(argv)` gets the arguments after its name and returns the exit code (0 done,
-    1 a 'fail' verdict); `positional` is what a first argument that is not a flag stands for."""
+    """One subcommand: `run(argv, names)` gets the arguments after its name and how to call it in help and errors,
+    and returns the exit code (0 done, 1 a 'fail' verdict); `positional` is what a first argument that is not a
+    flag stands for, `usage` the rest of its usage line."""
 
     name: str
     help: str
     positional: str
-    run: Callable[[list[str]], int]
+    usage: str
+    run: Run
     # What a first argument that is a data file or folder (not a recipe) stands for, for `data` subcommands.
     data_positional: str = "--dataset_name_or_path"
 
+    def parser_names(self) -> ParserNames:
+        return {"prog": f"st-bge {self.name}", "usage": f"st-bge {self.name} {self.usage}"}
+
 
 COMMANDS: dict[str, Command] = {}
+FLAGS = "[--field value ...]"
 
 
 def command(
-    name: str, help: str, positional: str = "--config", data_positional: str = "--dataset_name_or_path"
-) -> Callable:
+    name: str,
+    help: str,
+    positional: str = "--config",
+    usage: str = f"RECIPE.yaml {FLAGS}",
+    data_positional: str = "--dataset_name_or_path",
+) -> Callable[[Run], Run]:
     """Register the decorated function as `st-bge <name>` (`name` may be two words: `data check`)."""
 
-    def register(run: Callable[[list[str]], int]) -> Callable[[list[str]], int]:
-        COMMANDS[name] = Command(name, help, positional, run, data_positional)
+    def register(run: Run) -> Run:
+        COMMANDS[name] = Command(name, help, positional, usage, run, data_positional)
         return run
 
     return register
 
 
 @command("train", "fine-tune a model from a recipe")
-def train_command(argv: list[str]) -> int:
-    result = st_bge.train(st_bge.parse_recipe(argv))
+def train_command(argv: list[str], names: ParserNames) -> int:
+    result = st_bge.train(st_bge.parse_recipe(argv, **names))
     if not result.trainer.is_world_process_zero():
         return 0
     if result.comparison is None:
@@ -82,27 +97,38 @@ def train_command(argv: list[str]) -> int:
     return 0
 
 
-@command("eval", "evaluate and compare models")
-def eval_command(argv: list[str]) -> int:
+@command(
+    "eval",
+    "evaluate and compare models",
+    usage=f"[RECIPE.yaml] --models [NAME=]PATH ... --eval_datasets PATH ... {FLAGS}",
+)
+def eval_command(argv: list[str], names: ParserNames) -> int:
     from st_bge.evaluation.evaluate import summary_markdown
 
-    recipe = st_bge.parse_eval_recipe(argv)
+    recipe = st_bge.parse_eval_recipe(argv, **names)
     results = st_bge.evaluate(recipe)
     print("\n" + summary_markdown(results, recipe.evaluation.eval_primary_metric))
     print(f"Written to {recipe.run.output_dir} (summary.md; per set: results, per-query CSV, failures, plots)")
     return 0
 
 
-@command("data check", "print the quality report of a recipe's data or a data file (exit code 1 on 'fail')")
-def data_check_command(argv: list[str]) -> int:
-    prepared = st_bge.check_data(st_bge.parse_data_recipe(argv))
+DATA_USAGE = f"RECIPE.yaml|DATA {FLAGS}"
+
+
+@command(
+    "data check",
+    "print the quality report of a recipe's data or a data file (exit code 1 on 'fail')",
+    usage=DATA_USAGE,
+)
+def data_check_command(argv: list[str], names: ParserNames) -> int:
+    prepared = st_bge.check_data(st_bge.parse_data_recipe(argv, **names))
     print(prepared.to_markdown())
     return 1 if any(report.verdict == "fail" for report in prepared.quality.values()) else 0
 
 
-@command("data mine", "mine hard negatives into trainable files")
-def data_mine_command(argv: list[str]) -> int:
-    mined = st_bge.mine(st_bge.parse_data_recipe(argv))
+@command("data mine", "mine hard negatives into trainable files", usage=DATA_USAGE)
+def data_mine_command(argv: list[str], names: ParserNames) -> int:
+    mined = st_bge.mine(st_bge.parse_data_recipe(argv, **names))
     print(mined.prepared.to_markdown())
     files = ", ".join(path.name for path in mined.files)
     print(
@@ -111,9 +137,9 @@ def data_mine_command(argv: list[str]) -> int:
     return 0
 
 
-@command("data score", "add a teacher cross-encoder's scores (for kd_loss)")
-def data_score_command(argv: list[str]) -> int:
-    scored = st_bge.score(st_bge.parse_data_recipe(argv))
+@command("data score", "add a teacher cross-encoder's scores (for kd_loss)", usage=DATA_USAGE)
+def data_score_command(argv: list[str], names: ParserNames) -> int:
+    scored = st_bge.score(st_bge.parse_data_recipe(argv, **names))
     keys = list(next(iter(scored.report.values())))
     rows = [[name, *(summary.get(key, "") for key in keys)] for name, summary in scored.report.items()]
     print(markdown_table(["Source", *keys], rows))
@@ -122,9 +148,14 @@ def data_score_command(argv: list[str]) -> int:
     return 0
 
 
-@command("data synth", "write training queries for a corpus that has none", data_positional="--synth_corpus")
-def data_synth_command(argv: list[str]) -> int:
-    result = st_bge.synth(st_bge.parse_synth_recipe(argv))
+@command(
+    "data synth",
+    "write training queries for a corpus that has none",
+    usage=f"RECIPE.yaml|CORPUS {FLAGS}",
+    data_positional="--synth_corpus",
+)
+def data_synth_command(argv: list[str], names: ParserNames) -> int:
+    result = st_bge.synth(st_bge.parse_synth_recipe(argv, **names))
     print(result.to_markdown())
     train_with = f"dataset_name_or_path: {result.train_file}"
     if result.eval_dir is not None:
@@ -133,18 +164,28 @@ def data_synth_command(argv: list[str]) -> int:
     return 0
 
 
-@command("push", "publish an output folder to the Hub (adapter, merged or both)", positional="--model_dir")
-def push_command(argv: list[str]) -> int:
-    for result in st_bge.push(st_bge.parse_push_arguments(argv)):
+@command(
+    "push",
+    "publish an output folder to the Hub (adapter, merged or both)",
+    positional="--model_dir",
+    usage=f"MODEL_DIR --repo_id REPO_ID {FLAGS}",
+)
+def push_command(argv: list[str], names: ParserNames) -> int:
+    for result in st_bge.push(st_bge.parse_push_arguments(argv, **names)):
         where = result.commit.pr_url or result.commit.commit_url
         print(f"Pushed the {result.variant} to {result.commit.repo_url.repo_id}@{result.revision}: {where}")
     return 0
 
 
-@command("export", "export a model to ONNX + int8 and check it against PyTorch", positional="--model_dir")
-def export_command(argv: list[str]) -> int:
+@command(
+    "export",
+    "export a model to ONNX + int8 and check it against PyTorch",
+    positional="--model_dir",
+    usage=f"MODEL_DIR --output_dir OUTPUT_DIR {FLAGS}",
+)
+def export_command(argv: list[str], names: ParserNames) -> int:
     require_extra("export", "onnx", "onnx", "onnxruntime")
-    args = st_bge.parse_export_arguments(argv)
+    args = st_bge.parse_export_arguments(argv, **names)
     checks = st_bge.export(args)
     print(f"Written to {args.output_dir}")
     if checks:
@@ -165,19 +206,27 @@ def export_command(argv: list[str]) -> int:
     return 0
 
 
-@command("serve", "serve a model over an OpenAI-compatible embeddings API (extra st-bge[serve])", positional="--model")
-def serve_command(argv: list[str]) -> int:
+@command(
+    "serve",
+    "serve a model over an OpenAI-compatible embeddings API (extra st-bge[serve])",
+    positional="--model",
+    usage=f"MODEL {FLAGS}",
+)
+def serve_command(argv: list[str], names: ParserNames) -> int:
     require_extra("serve", "serve", "fastapi", "uvicorn", "prometheus_client")
-    st_bge.serve(st_bge.parse_serve_arguments(argv))
+    st_bge.serve(st_bge.parse_serve_arguments(argv, **names))
     return 0
 
 
 @command(
-    "check-endpoint", "compare an OpenAI-compatible endpoint's vectors with the local model's", positional="--base_url"
+    "check-endpoint",
+    "compare an OpenAI-compatible endpoint's vectors with the local model's",
+    positional="--base_url",
+    usage=f"BASE_URL --model MODEL {FLAGS}",
 )
-def check_endpoint_command(argv: list[str]) -> int:
+def check_endpoint_command(argv: list[str], names: ParserNames) -> int:
     require_extra("check-endpoint", "serve", "openai")
-    args = st_bge.parse_endpoint_check_arguments(argv)
+    args = st_bge.parse_endpoint_check_arguments(argv, **names)
     checks = st_bge.check_endpoint(args)
     header = ["Side", "Texts", "Cosine min", "Cosine mean", "Max |diff|", f"Cosine >= {args.min_cosine}"]
     rows = [
@@ -243,28 +292,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         if name.startswith("data ") and not rest[0].endswith(RECIPE_SUFFIXES):
             positional = spec.data_positional  # a data file or folder, with flags for the rest
         rest = [positional, *rest]
-    return run_reporting_errors(spec.run, rest or ["--help"])
+    return run_reporting_errors(spec.run, rest or ["--help"], spec.parser_names())
 
 
-def run_reporting_errors(run: Callable[[list[str]], int], argv: list[str]) -> int:
-    """`run(argv)`; a user error (bad recipe, data or path) prints one line to stderr and gives exit code 2."""
+def run_reporting_errors(run: Run, argv: list[str], names: ParserNames) -> int:
+    """`run(argv, names)`; a user error (bad recipe, data or path) prints one line to stderr and gives exit code 2."""
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     logger.setLevel(logging.INFO)
     try:
-        return run(argv)
+        return run(argv, names)
     except StBgeError as error:
-        print(f"st-bge: error: {error}", file=sys.stderr)
+        print(f"{names['prog']}: error: {error}", file=sys.stderr)
         return 2
+
+
+def _script_names(script: str) -> ParserNames:
+    return {"prog": script, "usage": f"{script} --config RECIPE.yaml {FLAGS}"}
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
     """`recipes/train.py`: `--config recipe.yaml` plus flags, as trl's scripts take them."""
-    return run_reporting_errors(train_command, list(sys.argv[1:] if argv is None else argv))
+    return run_reporting_errors(
+        train_command, list(sys.argv[1:] if argv is None else argv), _script_names("recipes/train.py")
+    )
 
 
 def eval_main(argv: Sequence[str] | None = None) -> int:
     """`recipes/evaluate.py`: `--config recipe.yaml` plus flags."""
-    return run_reporting_errors(eval_command, list(sys.argv[1:] if argv is None else argv))
+    return run_reporting_errors(
+        eval_command, list(sys.argv[1:] if argv is None else argv), _script_names("recipes/evaluate.py")
+    )
 
 
 if __name__ == "__main__":

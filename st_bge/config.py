@@ -8,12 +8,14 @@ valid key as a suggestion. `metadata["help"]` of every field is what `--help` pr
 
 from __future__ import annotations
 
+import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 import yaml
 from sentence_transformers import SentenceTransformerTrainingArguments
@@ -26,6 +28,8 @@ from st_bge.storage import PRE_TRAINING_FILES
 LOSS_NAMES = ("mnrl", "cached_mnrl", "gist", "cached_gist", "m3_unified", "cached_m3_unified")
 M3_HEADS = MODES
 RETRIEVAL_MODES = (*MODES, "hybrid")
+# What the parse functions take: command-line words (None: sys.argv), or the path of a recipe YAML file.
+Argv = Sequence[str] | str | os.PathLike | None
 SECRET_FIELDS = frozenset({"hub_token"})
 # How a run was started, not how the model was trained: left out of the recipe in the card.
 RUN_CONTROL_FIELDS = frozenset({"resume_from_checkpoint", "overwrite_output_dir"})
@@ -180,7 +184,7 @@ class MiningArguments:
         default=0.05,
         metadata={
             "help": "Drop a candidate whose score is above (1 - margin) x positive score (NV-Retriever's "
-            "positive-aware filter; 0.05 keeps negatives below 95%% of the positive)."
+            "positive-aware filter; 0.05 keeps negatives below 95% of the positive)."
         },
     )
     mine_max_score: float | None = field(
@@ -529,7 +533,8 @@ class EvalRunArguments:
     models: list[str] = field(
         metadata={
             "help": "Models to evaluate (Hub id, local folder, adapter folder); the first is the baseline the others "
-            "are compared with. 'name=path' gives a model a name in the tables."
+            "are compared with. 'name=path' gives a model a name in the tables.",
+            "aliases": ["--model", "--model_dir"],
         }
     )
     eval_datasets: list[str] = field(
@@ -594,7 +599,9 @@ class PushArguments:
     """# Push: publish a training output folder to the Hub (`st-bge push`; a recipe's `push_to_hub` uses the
     Trainer's `hub_model_id`, `hub_private_repo` and `hub_revision` with these defaults)."""
 
-    model_dir: str = field(metadata={"help": "The folder `st-bge train` wrote (adapter or full model)."})
+    model_dir: str = field(
+        metadata={"help": "The folder `st-bge train` wrote (adapter or full model).", "aliases": ["--model"]}
+    )
     repo_id: str = field(metadata={"help": "Hub repository, 'user/name' or 'org/name'; created if missing."})
     variant: Literal["adapter", "merged", "both"] = field(
         default="adapter",
@@ -637,7 +644,9 @@ class PushArguments:
 class ExportArguments:
     """# Export: ONNX and int8 ONNX files of a model, checked against PyTorch (`st-bge export`)."""
 
-    model_dir: str = field(metadata={"help": "A model folder (an adapter is merged into its base model first)."})
+    model_dir: str = field(
+        metadata={"help": "A model folder (an adapter is merged into its base model first).", "aliases": ["--model"]}
+    )
     output_dir: str = field(metadata={"help": "Where model.onnx, model_qint8.onnx and onnx_check.json go."})
     quantize: bool = field(default=True, metadata={"help": "Also write the dynamic int8 quantisation."})
     check_dataset: str | None = field(
@@ -657,7 +666,8 @@ class ServeArguments:
 
     model: str = field(
         metadata={
-            "help": "What `st-bge train` wrote (adapter or full model, merged on load), a model folder or a Hub id."
+            "help": "What `st-bge train` wrote (adapter or full model, merged on load), a model folder or a Hub id.",
+            "aliases": ["--model_dir"],
         }
     )
     host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on (0.0.0.0: every interface)."})
@@ -730,7 +740,12 @@ class EndpointCheckArguments:
     (`st-bge check-endpoint`)?"""
 
     base_url: str = field(metadata={"help": "The endpoint's OpenAI base URL, e.g. http://127.0.0.1:8000/v1."})
-    model: str = field(metadata={"help": "The local model it should match: an st-bge output folder or a Hub id."})
+    model: str = field(
+        metadata={
+            "help": "The local model it should match: an st-bge output folder or a Hub id.",
+            "aliases": ["--model_dir"],
+        }
+    )
     endpoint_model: str | None = field(
         default=None, metadata={"help": "The `model` to request (default: the first the endpoint lists)."}
     )
@@ -851,25 +866,70 @@ class EvalRecipe:
 EVAL_SECTIONS = (EvalRunArguments, EvaluationArguments)
 
 
-class RecipeParser(HfArgumentParser):
-    """`HfArgumentParser` over the recipe sections, with trl-style `--config recipe.yaml` defaults."""
+class HelpFormatter(argparse.HelpFormatter):
+    """`--help` as a field's own text, with its default said once: argparse's `ArgumentDefaultsHelpFormatter`
+    appends "(default: None)" after texts that already explain their default, and %-expands the text, so a
+    literal "10%" in a help text crashed every help page."""
 
-    def __init__(self, sections: Sequence[type] = SECTIONS, optional: Sequence[str] = ()) -> None:
-        super().__init__(sections)
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = (action.help or "").replace("%", "%%")
+        if (
+            action.default in (None, argparse.SUPPRESS)
+            or action.required
+            or isinstance(action, argparse._StoreFalseAction)  # its default is its twin's
+            or "default" in text.lower()
+        ):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+class RecipeParser(HfArgumentParser):
+    """`HfArgumentParser` over the recipe sections, with trl-style `--config recipe.yaml` defaults.
+
+    `prog` and `usage` are what `--help` and errors show (e.g. "st-bge push" and "st-bge push MODEL_DIR ...");
+    a bad flag or value is a `ConfigError` of one line pointing to `--help`, not a page of usage.
+    """
+
+    def __init__(
+        self,
+        sections: Sequence[type] = SECTIONS,
+        optional: Sequence[str] = (),
+        *,
+        prog: str | None = None,
+        usage: str | None = None,
+    ) -> None:
+        super().__init__(
+            sections,
+            prog=prog,
+            usage=usage,
+            description="A YAML file of fields (--config FILE, or RECIPE.yaml in the usage line) gives their values; "
+            "a flag overrides one, and `--field null` unsets it.",
+            formatter_class=HelpFormatter,
+        )
         self.given_keys: set[str] = set()  # what the last parse set explicitly (YAML keys and flags)
         for action in self._actions:
-            if _field_type(sections, action.dest) == "dict":
+            field_type = _field_type(sections, action.dest)
+            if field_type == "dict":
                 action.type = _json_mapping(action.dest)
+            if action.type is not None and field_type is not None and "None" in field_type:
+                action.type = _nullable(action.type)  # `--field null` unsets what the YAML set
             if action.dest in optional:  # a field some commands can do without (then None)
                 action.required = False
                 action.default = None
+            if isinstance(action, argparse._StoreFalseAction):  # HfArgumentParser's `--no_<field>` twin
+                action.help = f"Same as --{action.dest} false."
 
-    def parse_sections(self, argv: Sequence[str] | None = None) -> list[Any]:
-        """Parse `--config FILE` (optional) and flags into one instance per section.
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{message} (`{self.prog} --help` lists every field)")
+
+    def parse_sections(self, argv: Argv = None) -> list[Any]:
+        """Parse `--config FILE` (optional) and flags into one instance per section; a lone path is the recipe.
 
         Raises:
             ConfigError: an unknown key in the YAML or on the command line, or a value of the wrong type.
         """
+        if isinstance(argv, (str, os.PathLike)):
+            argv = ["--config", os.fspath(argv)]
         argv = list(sys.argv[1:] if argv is None else argv)
         self.given_keys = {item[2:].split("=")[0].removeprefix("no_") for item in argv if item.startswith("--")}
         if "--config" in argv:
@@ -928,6 +988,16 @@ def _field_type(sections: Sequence[type], name: str) -> str | None:
             if f.name == name:
                 return "dict" if str(f.type).startswith("dict") else str(f.type)
     return None
+
+
+def _nullable(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """`parse`, with the YAML spelling `null` for None: `--dataset_name_or_path null` unsets a recipe's value."""
+
+    def parse_or_none(value: str) -> Any:
+        return None if value == "null" else parse(value)
+
+    parse_or_none.__name__ = getattr(parse, "__name__", "value")
+    return parse_or_none
 
 
 def _json_mapping(name: str):
@@ -1060,60 +1130,68 @@ def validate_synth(recipe: Recipe) -> None:
 
 
 def parse_recipe(
-    argv: Sequence[str] | None = None, *, optional: Sequence[str] = (), check: Callable[[Recipe], None] = validate
+    argv: Argv = None,
+    *,
+    optional: Sequence[str] = (),
+    check: Callable[[Recipe], None] = validate,
+    prog: str | None = None,
+    usage: str | None = None,
 ) -> Recipe:
-    """Parse a training recipe the way `recipes/train.py` and `st-bge train` do; fields in `optional` may be left
-    out (None); `check` runs the cross-field checks."""
-    parser = RecipeParser(SECTIONS, optional=optional)
+    """Parse a training recipe the way `recipes/train.py` and `st-bge train` do: command-line words, or the path of
+    a recipe (`parse_recipe("recipes/quickstart.yaml")`). Fields in `optional` may be left out (None); `check` runs
+    the cross-field checks; `prog` and `usage` are what `--help` and errors call the command."""
+    parser = RecipeParser(SECTIONS, optional=optional, prog=prog, usage=usage)
     sections = parser.parse_sections(argv)
     recipe = Recipe(*sections, given=frozenset(parser.given_keys))
     check(recipe)
     return recipe
 
 
-def parse_data_recipe(argv: Sequence[str] | None = None) -> Recipe:
-    """Parse a training recipe (or flags) for `st-bge data check|mine`, where the model is optional."""
-    return parse_recipe(argv, optional=("model_name_or_path",))
+def parse_data_recipe(argv: Argv = None, *, prog: str | None = None, usage: str | None = None) -> Recipe:
+    """Parse a training recipe (or flags) for `st-bge data check|mine|score`, where the model is optional."""
+    return parse_recipe(argv, optional=("model_name_or_path",), prog=prog, usage=usage)
 
 
-def parse_synth_recipe(argv: Sequence[str] | None = None) -> Recipe:
+def parse_synth_recipe(argv: Argv = None, *, prog: str | None = None, usage: str | None = None) -> Recipe:
     """Parse a recipe (or flags) for `st-bge data synth`: the corpus is needed, the training data are not (they are
     what it writes), and the model only as the round-trip retriever."""
-    return parse_recipe(argv, optional=("model_name_or_path",), check=validate_synth)
+    return parse_recipe(argv, optional=("model_name_or_path",), check=validate_synth, prog=prog, usage=usage)
 
 
 SectionT = TypeVar("SectionT")
 
 
-def _parse_section(section: type[SectionT], argv: Sequence[str] | None) -> SectionT:
+def _parse_section(section: type[SectionT], argv: Argv, prog: str | None, usage: str | None) -> SectionT:
     """Flags (or a YAML of them) as one section: the arguments of a subcommand that is not a recipe."""
-    (parsed,) = RecipeParser((section,)).parse_sections(argv)
+    (parsed,) = RecipeParser((section,), prog=prog, usage=usage).parse_sections(argv)
     return parsed
 
 
-def parse_push_arguments(argv: Sequence[str] | None = None) -> PushArguments:
+def parse_push_arguments(argv: Argv = None, *, prog: str | None = None, usage: str | None = None) -> PushArguments:
     """Parse `st-bge push` flags (or a YAML of them)."""
-    return _parse_section(PushArguments, argv)
+    return _parse_section(PushArguments, argv, prog, usage)
 
 
-def parse_export_arguments(argv: Sequence[str] | None = None) -> ExportArguments:
+def parse_export_arguments(argv: Argv = None, *, prog: str | None = None, usage: str | None = None) -> ExportArguments:
     """Parse `st-bge export` flags (or a YAML of them)."""
-    return _parse_section(ExportArguments, argv)
+    return _parse_section(ExportArguments, argv, prog, usage)
 
 
-def parse_serve_arguments(argv: Sequence[str] | None = None) -> ServeArguments:
+def parse_serve_arguments(argv: Argv = None, *, prog: str | None = None, usage: str | None = None) -> ServeArguments:
     """Parse `st-bge serve` flags (or a YAML of them)."""
-    return _parse_section(ServeArguments, argv)
+    return _parse_section(ServeArguments, argv, prog, usage)
 
 
-def parse_endpoint_check_arguments(argv: Sequence[str] | None = None) -> EndpointCheckArguments:
+def parse_endpoint_check_arguments(
+    argv: Argv = None, *, prog: str | None = None, usage: str | None = None
+) -> EndpointCheckArguments:
     """Parse `st-bge check-endpoint` flags (or a YAML of them)."""
-    return _parse_section(EndpointCheckArguments, argv)
+    return _parse_section(EndpointCheckArguments, argv, prog, usage)
 
 
-def parse_eval_recipe(argv: Sequence[str] | None = None) -> EvalRecipe:
+def parse_eval_recipe(argv: Argv = None, *, prog: str | None = None, usage: str | None = None) -> EvalRecipe:
     """Parse an evaluation recipe the way `recipes/evaluate.py` and `st-bge eval` do."""
-    recipe = EvalRecipe(*RecipeParser(EVAL_SECTIONS).parse_sections(argv))
+    recipe = EvalRecipe(*RecipeParser(EVAL_SECTIONS, prog=prog, usage=usage).parse_sections(argv))
     _validate_evaluation(recipe.evaluation)
     unknown_tests = sorted(set(recipe.run.stat_tests) - {"student", "fisher"})
     if unknown_tests:

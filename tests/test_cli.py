@@ -3,15 +3,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import os
 import pkgutil
+import subprocess
+import sys
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
 
 import st_bge
+from st_bge import config
 from st_bge.cli import COMMANDS, main
 from st_bge.errors import StBgeError
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Subcommand -> (the parser it uses, the public function it calls).
 CALLS = {
@@ -47,7 +55,7 @@ def test_each_subcommand_calls_the_public_function(name, monkeypatch):
     parser, function = CALLS[name]
     calls = []
     parsed = SimpleNamespace(name="parsed")
-    monkeypatch.setattr(st_bge, parser, lambda argv: calls.append(("parse", argv)) or parsed)
+    monkeypatch.setattr(st_bge, parser, lambda argv, **names: calls.append(("parse", argv)) or parsed)
 
     def stage(arguments):
         calls.append(("call", arguments))
@@ -61,7 +69,7 @@ def test_each_subcommand_calls_the_public_function(name, monkeypatch):
 
 def test_a_data_file_is_the_data_commands_dataset(monkeypatch):
     seen = []
-    monkeypatch.setattr(st_bge, "parse_data_recipe", lambda argv: seen.append(argv) or SimpleNamespace())
+    monkeypatch.setattr(st_bge, "parse_data_recipe", lambda argv, **names: seen.append(argv) or SimpleNamespace())
     monkeypatch.setattr(st_bge, "check_data", lambda recipe: (_ for _ in ()).throw(StBgeError("x")))
     main(["data", "check", "pairs.jsonl"])
     assert seen == [["--dataset_name_or_path", "pairs.jsonl"]]
@@ -69,7 +77,7 @@ def test_a_data_file_is_the_data_commands_dataset(monkeypatch):
 
 def test_a_corpus_is_what_data_synth_writes_queries_for(monkeypatch):
     seen = []
-    monkeypatch.setattr(st_bge, "parse_synth_recipe", lambda argv: seen.append(argv) or SimpleNamespace())
+    monkeypatch.setattr(st_bge, "parse_synth_recipe", lambda argv, **names: seen.append(argv) or SimpleNamespace())
     monkeypatch.setattr(st_bge, "synth", lambda recipe: (_ for _ in ()).throw(StBgeError("x")))
     main(["data", "synth", "corpus_folder", "--synth_generator", "ict"])
     assert seen == [["--synth_corpus", "corpus_folder", "--synth_generator", "ict"]]
@@ -99,3 +107,97 @@ def test_a_missing_extra_is_one_line_with_the_pip_command(argv, module, monkeypa
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"needs {module}: pip install 'st-bge[" in err and "Traceback" not in err
+
+
+# Subcommand -> the dataclasses its flags fill: its help page must list every field of them.
+SECTIONS = {
+    "train": config.SECTIONS,
+    "eval": config.EVAL_SECTIONS,
+    "data check": config.SECTIONS,
+    "data mine": config.SECTIONS,
+    "data score": config.SECTIONS,
+    "data synth": config.SECTIONS,
+    "push": (config.PushArguments,),
+    "export": (config.ExportArguments,),
+    "serve": (config.ServeArguments,),
+    "check-endpoint": (config.EndpointCheckArguments,),
+}
+
+
+def field_flags(sections) -> list[str]:
+    return [f"--{f.name}" for section in sections for f in dataclasses.fields(section) if f.init]
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_help_shows_its_usage_and_lists_every_field(name, capsys):
+    """argparse %-expands help texts: one field's "10% of the time" crashed every recipe command's --help."""
+    assert set(SECTIONS) == set(COMMANDS)
+    with pytest.raises(SystemExit) as exit:
+        main([*name.split(), "--help"])
+    assert exit.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: {COMMANDS[name].parser_names()['usage']}\n")
+    missing = [flag for flag in field_flags(SECTIONS[name]) if flag not in out]
+    assert not missing, f"st-bge {name} --help does not list {missing}"
+    assert "(default: None)" not in out
+    assert out.count("(default:") <= out.count("\n  --")  # once per flag at most, never twice in one text
+
+
+@pytest.mark.parametrize(
+    ("script", "sections"), [("train.py", config.SECTIONS), ("evaluate.py", config.EVAL_SECTIONS)]
+)
+def test_the_recipe_scripts_help_lists_every_field(script, sections):
+    done = subprocess.run(
+        [sys.executable, str(REPO / "recipes" / script), "--help"], capture_output=True, text=True, env=os.environ
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: recipes/{script} --config RECIPE.yaml")
+    assert [flag for flag in field_flags(sections) if flag not in done.stdout] == []
+
+
+def test_a_no_twin_says_what_it_does_instead_of_repeating_the_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = capsys.readouterr().out
+    assert "--no_gist_contrast_anchors" in out
+    twin = out[out.index("  --no_gist_contrast_anchors") :].split("\n  --")[0]
+    assert "Same as --gist_contrast_anchors false." in twin and "contrast anchor vs anchor" not in twin
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "recipes/quickstart.yaml", "--seed", "x"], "argument --seed: invalid int value: 'x'"),
+        (["push", "outputs/x"], "the following arguments are required: --repo_id"),
+    ],
+)
+def test_a_bad_flag_is_one_line_pointing_to_help(argv, message, capsys):
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    name = " ".join(argv[:1])
+    assert captured.err.count("\n") == 1 and message in captured.err
+    assert captured.err.endswith(f"(`st-bge {name} --help` lists every field)\n")
+
+
+@pytest.mark.parametrize(
+    ("argv", "field", "value"),
+    [
+        (["push", "--model", "out", "--repo_id", "u/r"], "model_dir", "out"),
+        (["export", "--model", "out", "--output_dir", "o"], "model_dir", "out"),
+        (["serve", "--model_dir", "out"], "model", "out"),
+        (["check-endpoint", "http://x/v1", "--model_dir", "out"], "model", "out"),
+        (["eval", "--model", "a", "b", "--eval_datasets", "d"], "models", ["a", "b"]),
+    ],
+)
+def test_each_command_takes_the_other_commands_model_flag_as_an_alias(argv, field, value, monkeypatch):
+    seen = []
+
+    def stage(parsed):
+        seen.append(parsed)
+        raise StBgeError("stop here")
+
+    monkeypatch.setattr(st_bge, CALLS[argv[0]][1], stage)
+    assert main(argv) == 2
+    parsed = seen[0].run if argv[0] == "eval" else seen[0]
+    assert getattr(parsed, field) == value
