@@ -302,7 +302,7 @@ def run_reporting_errors(run: Run, argv: list[str], names: ParserNames) -> int:
     try:
         return run(argv, names)
     except StBgeError as error:
-        print(f"{names['prog']}: error: {error}", file=sys.stderr)
+        print(f"st-bge: error: {error}", file=sys.stderr)
         return 2
 
 

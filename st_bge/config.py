@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import sys
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -102,9 +103,13 @@ class DataArguments:
     )
     dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
     dataset_split: str = field(
-        default="train",
+        default="auto",
         metadata={
-            "help": "Hub split, or the BEIR qrels split(s) to train on: a name, comma-separated names, or 'all'."
+            "help": "Hub split, or the BEIR qrels split(s) to train on: a name, comma-separated names, 'all', or "
+            "'auto': a Hub dataset's train split; a BEIR folder's train split (without one, every split but test), "
+            "evaluated on its test split, the best checkpoint chosen on its dev split. 'auto' never trains on a "
+            "test split: a folder with only one needs eval_split_size (queries held out of it, and the reports say "
+            "so) or dataset_split: test."
         },
     )
     dataset_revision: str | None = field(default=None, metadata={"help": "Hub dataset revision."})
@@ -137,7 +142,8 @@ class DataArguments:
         default=0.0,
         metadata={
             "help": "Fraction of the training queries held out for evaluation (split by query, so no query is "
-            "in both). Used when no eval_dataset_name_or_path is given; 0 disables evaluation."
+            "in both). Used when no eval_dataset_name_or_path is given and the data has no test split of its own "
+            "left out of training; 0 disables evaluation."
         },
     )
     split_seed: int = field(default=42, metadata={"help": "Seed of the train/eval split."})
@@ -983,10 +989,12 @@ class RecipeParser(HfArgumentParser):
 
 
 def _field_type(sections: Sequence[type], name: str) -> str | None:
+    """A field's annotation as written ("dict" for mappings): `HfArgumentParser` overwrites `Field.type` with what
+    it parses (`str | None` becomes `str`), so the annotations are read from the class."""
     for section in sections:
-        for f in fields(section):
-            if f.name == name:
-                return "dict" if str(f.type).startswith("dict") else str(f.type)
+        hints = typing.get_type_hints(section)
+        if name in hints:
+            return "dict" if str(hints[name]).startswith("dict") else str(hints[name])
     return None
 
 
@@ -1079,8 +1087,6 @@ def validate(recipe: Recipe) -> None:
         )
     if recipe.training.push_to_hub and not recipe.training.hub_model_id:
         raise ConfigError("push_to_hub needs hub_model_id, the Hub repository to push to (e.g. user/my-bge)")
-    if (data.dataset_name_or_path is None) == (data.dataset_mixture is None):
-        raise ConfigError("give the training data as dataset_name_or_path or as dataset_mixture (one of the two)")
     if data.dataset_mixture is not None and not all(
         isinstance(weight, (int, float)) and weight > 0 for weight in data.dataset_mixture.values()
     ):

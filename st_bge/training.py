@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
@@ -21,7 +22,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from st_bge.batching import TokenBudgetBatchSampler, padding_report, random_batches
 from st_bge.config import ModelArguments, Recipe, check_output_dir
-from st_bge.data import TrainingData, load_training_data
+from st_bge.data import InMemoryData, RetrievalSet, TrainingData, load_training_data
 from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.preparation import PreparedData, enforce_verdict, prepare_data
 from st_bge.errors import ConfigError
@@ -80,12 +81,12 @@ class StBgeTrainer(SentenceTransformerTrainer):
             return super().evaluate(*args, **kwargs)
 
 
-def build_evaluator(recipe: Recipe, data: TrainingData) -> RanxRetrievalEvaluator | None:
-    if data.eval is None:
+def build_evaluator(recipe: Recipe, retrieval_set: RetrievalSet | None) -> RanxRetrievalEvaluator | None:
+    if retrieval_set is None:
         return None
     evaluation = recipe.evaluation
     return RanxRetrievalEvaluator(
-        data.eval,
+        retrieval_set,
         evaluation.eval_metrics,
         primary_metric=evaluation.eval_primary_metric,
         top_k=evaluation.eval_top_k,
@@ -96,14 +97,22 @@ def build_evaluator(recipe: Recipe, data: TrainingData) -> RanxRetrievalEvaluato
     )
 
 
-def train(recipe: Recipe) -> TrainResult:
-    """Run the recipe end to end and return the trained model, where it was saved and its results."""
+def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set: Any = None) -> TrainResult:
+    """Run the recipe end to end and return the trained model, where it was saved and its results.
+
+    Args:
+        recipe: The parsed recipe (`parse_recipe`).
+        train_dataset: In-memory training rows (a `datasets.Dataset` or a pandas DataFrame, columns as in a data
+            file) in place of the recipe's `dataset_name_or_path`.
+        eval_set: In place of `eval_dataset_name_or_path`: a `RetrievalSet`, in-memory rows (each anchor a query,
+            its positives relevant) or a path.
+    """
     args = recipe.training
     checkpoint = _checkpoint_to_resume(args.resume_from_checkpoint, args.output_dir)
     # Resuming writes into the run's own folder by design.
     check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir or checkpoint is not None)
     set_seed(args.seed)
-    data = load_training_data(recipe.data)
+    data = load_training_data(recipe.data, train_dataset=train_dataset, eval_set=eval_set)
     _check_evaluation_settings(recipe, data)
     _check_teacher_scores(recipe, data)
 
@@ -112,7 +121,15 @@ def train(recipe: Recipe) -> TrainResult:
         require_m3_heads(model, recipe.loss)
     prepared = _prepare_data(recipe, data, model)
 
-    evaluator = build_evaluator(recipe, data)
+    if data.eval is not None:
+        logger.info(
+            "Preparing the ranx evaluation on %s (the first run compiles ranx's metrics with numba, about a minute; "
+            "NUMBA_CACHE_DIR keeps them for later runs)",
+            data.eval.name,
+        )
+    evaluator = build_evaluator(recipe, data.eval)
+    # What picks the best checkpoint: a split of its own (a BEIR folder's dev), so that the test queries choose nothing.
+    selector = build_evaluator(recipe, data.selection) or evaluator
     runs: dict[str, ModeRuns] = {}
     if evaluator is not None and recipe.evaluation.eval_base_model and args.process_index == 0:
         logger.info("Evaluating the base model on %s", data.eval.name)
@@ -150,9 +167,9 @@ def train(recipe: Recipe) -> TrainResult:
     trainer = StBgeTrainer(
         model=model,
         args=args,
-        train_dataset=data.train,
+        train_dataset=data.epoch_rows(),
         loss=loss,
-        evaluator=evaluator,
+        evaluator=selector,
         callbacks=[M3StepCallback(loss)] if isinstance(loss, M3UnifiedLoss) else None,
     )
     if needs_guide(recipe.loss) and recipe.loss.gist_precompute_guide:
@@ -245,7 +262,7 @@ def _compare(
         evaluator.qrels,
         {name: mode_runs.runs for name, mode_runs in runs.items()},
         evaluator.metrics,
-        eval_set={**data.eval.summary(), "top_k": evaluator.top_k},
+        eval_set={**data.eval.summary(), "top_k": evaluator.top_k, "how": data.evaluation},
         reference=reference,
         notes=mode_notes(runs, evaluator.top_k),
         max_p=evaluation.eval_max_p,
@@ -320,7 +337,8 @@ def _prepare_data(recipe: Recipe, data: TrainingData, model: SentenceTransformer
         prepared.save(args.output_dir)
         for name, quality in prepared.quality.items():
             report = prepared.report_path(args.output_dir, name)
-            logger.info("Data check of %s: %s %s (report: %s)", name, quality.verdict, quality.reasons, report)
+            reasons = "".join(f"\n  - {reason}" for reason in quality.reasons)
+            logger.info("Data check of %s: %s (report: %s)%s", name, quality.verdict, report, reasons)
     enforce_verdict(prepared, recipe.quality, args.output_dir)
     return prepared
 

@@ -2,13 +2,14 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from st_bge.config import DataArguments
 from st_bge.data import load_beir, load_training_data
-from st_bge.errors import DataError
+from st_bge.errors import ConfigError, DataError
 
 PAIRS = [
     {"question": "how to sort", "answer": "sorted(xs)", "bad": "xs.sort(reverse=True)"},
@@ -118,9 +119,53 @@ def test_missing_column(tmp_path):
 
 
 def test_pairs_without_mapping_name_the_columns_found(tmp_path):
-    path = write_jsonl(tmp_path / "m.jsonl", [{"question": "a", "answer": "b"}])
-    with pytest.raises(DataError, match=r"needs 'anchor' and 'positive' columns, found \['question', 'answer'\]"):
+    path = write_jsonl(tmp_path / "m.jsonl", PAIRS)
+    with pytest.raises(
+        DataError, match=r"needs 'anchor' and 'positive' columns, found \['question', 'answer', 'bad'\]"
+    ):
         load(path)
+
+
+def test_two_column_data_is_taken_by_column_order_and_the_report_says_so(tmp_path):
+    """As sentence-transformers trains two-column data: a question,answer CSV was refused before."""
+    path = tmp_path / "qa.csv"
+    path.write_text("question,answer\nhow to sort,sorted(xs)\nreverse a string,s[::-1]\n")
+    data = load(path)
+    assert data.train["anchor"] == ["how to sort", "reverse a string"]
+    assert data.train["positive"] == ["sorted(xs)", "s[::-1]"]
+    order = "columns taken by order: question -> anchor, answer -> positive"
+    assert order in data.provenance[str(path)] and order in data.summary()["training_data"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ({"query": "q", "pos": "a text, not a list"}, "line 2, field 'pos': expected a list of texts, got str"),
+        ({"query": "q", "positive": ["p"]}, "line 2, field 'positive': FlagEmbedding data names this list 'pos'"),
+        ({"query": "q", "pos": ["p"], "negatives": ["n"]}, "line 2, field 'negatives': FlagEmbedding data names"),
+    ],
+)
+def test_near_miss_flagembedding_lines_get_flagembeddings_line_and_field_error(tmp_path, line, message):
+    path = write_jsonl(tmp_path / "fe.jsonl", [{"query": "ok", "pos": ["p"], "neg": ["n"]}, line])
+    with pytest.raises(DataError) as error:
+        load(path)
+    assert str(error.value).startswith(f"{path}, {message}")
+
+
+@pytest.mark.parametrize("kind", ["pandas", "datasets"])
+def test_in_memory_rows_are_training_data_like_a_file(kind):
+    from datasets import Dataset
+
+    rows = {"question": ["how to sort", "reverse a string"], "answer": ["sorted(xs)", "s[::-1]"]}
+    frame = pd.DataFrame(rows) if kind == "pandas" else Dataset.from_dict(rows)
+    data = load_training_data(DataArguments(), train_dataset=frame, eval_set=pd.DataFrame(rows))
+    assert data.train["anchor"] == rows["question"] and data.source == "in-memory data"
+    assert sorted(data.eval.queries.values()) == sorted(rows["question"])
+
+
+def test_no_training_data_says_every_way_to_give_it():
+    with pytest.raises(ConfigError, match="dataset_name_or_path, dataset_mixture or train\\(recipe, train_dataset"):
+        load_training_data(DataArguments())
 
 
 def test_empty_text(tmp_path):

@@ -130,21 +130,54 @@ def test_mixture_gives_each_source_its_weight_share(tmp_path, beir_folder):
     data = load(dataset_mixture=mixture, dataset_split="all", eval_split_size=0.25)
     assert isinstance(data.train, DatasetDict)
     name = beir_folder.name
-    rows = {key: len(value) for key, value in data.train.items()}
-    # 9 BEIR rows + 22 pair rows after holding out a quarter of each source's queries = 31 rows, split 3:1.
+    # Each source's own rows are what is checked and mined: 9 BEIR rows + 22 pair rows after holding out a quarter
+    # of each source's queries.
+    assert {key: len(value) for key, value in data.train.items()} == {name: 9, "zh": 22}
+    # An epoch draws 31 rows, split 3:1.
+    epoch = data.epoch_rows()
+    rows = {key: len(value) for key, value in epoch.items()}
     assert rows == {name: 23, "zh": 8}
-    assert len(set(data.train["zh"]["anchor"])) == 8  # a smaller share is a sample without repeats
+    assert len(set(epoch["zh"]["anchor"])) == 8  # a smaller share is a sample without repeats
     assert data.eval.name == "mixture" and len(data.eval.queries) == 3 + 8
     assert {qid.split("/")[0] for qid in data.eval.queries} == {name, "zh"}
-    assert data.summary()["train_rows_per_source"] == rows
+    assert data.summary()["train_rows_per_source"] == {name: 9, "zh": 22}
+    assert data.summary()["epoch_rows_per_source"] == rows
+
+
+def test_a_mixtures_own_upsampling_is_not_reported_as_the_users_duplicates(tmp_path, beir_folder):
+    """The quality report judged the upsampled epoch: 17.4% "duplicate rows", naming rows not in the user's file."""
+    from st_bge.data.quality import check_quality
+
+    pairs = write_jsonl(tmp_path / "zh.jsonl", [{"anchor": f"问题{i}", "positive": f"答案{i}"} for i in range(30)])
+    data = load(dataset_mixture={str(beir_folder): 3, str(pairs): 1}, dataset_split="all")
+    report = check_quality(data.train[beir_folder.name], data.eval)
+    assert report.finding("duplicate_rows").count == 0
+    assert check_quality(data.epoch_rows()[beir_folder.name]).finding("duplicate_rows").count > 0
 
 
 def test_mixture_and_single_source_are_exclusive(tmp_path):
-    from st_bge.config import parse_recipe
     from st_bge.errors import ConfigError
 
-    with pytest.raises(ConfigError, match="dataset_name_or_path or as dataset_mixture"):
-        parse_recipe(["--model_name_or_path", "m"])
+    with pytest.raises(
+        ConfigError, match="dataset_name_or_path, dataset_mixture or .*add --dataset_name_or_path null"
+    ):
+        load_training_data(DataArguments(dataset_name_or_path="a.jsonl", dataset_mixture={"b.jsonl": 1}))
+
+
+def test_a_mixture_on_the_command_line_replaces_the_recipes_source_with_null():
+    from st_bge.config import parse_recipe
+
+    recipe = parse_recipe(
+        [
+            "--config",
+            "recipes/quickstart.yaml",
+            "--dataset_mixture",
+            '{"a.jsonl": 1}',
+            "--dataset_name_or_path",
+            "null",
+        ]
+    )
+    assert recipe.data.dataset_name_or_path is None and recipe.data.dataset_mixture == {"a.jsonl": 1}
 
 
 def test_empty_file(tmp_path):

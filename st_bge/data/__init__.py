@@ -1,7 +1,9 @@
 """Data stage: recipe `DataArguments` -> training rows (anchor, positive, negative_*) + a retrieval eval set.
 
-Training rows come from one source (`dataset_name_or_path`) or several (`dataset_mixture`, one
-`datasets.DatasetDict` entry per source, so that sentence-transformers draws every batch from one source).
+Training rows come from one source (`dataset_name_or_path`, or an in-memory `datasets.Dataset` / pandas DataFrame
+given to `train`) or several (`dataset_mixture`, one `datasets.DatasetDict` entry per source, so that
+sentence-transformers draws every batch from one source). A BEIR folder's test split is evaluated on, never trained
+on unless the recipe names it (`dataset_split`): see `beir_plan` in `splits.py`.
 """
 
 from __future__ import annotations
@@ -10,25 +12,36 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetDict, concatenate_datasets
 
 from st_bge.config import DataArguments
-from st_bge.data.formats import detect_format, records_to_dataset
+from st_bge.data.formats import by_column_order, detect_format, records_to_dataset
 from st_bge.data.retrieval_set import RetrievalSet, is_beir_folder, is_llamaindex_file, load_beir, load_llamaindex
-from st_bge.data.sources import read_records
-from st_bge.errors import DataError
+from st_bge.data.sources import Records, read_records, records_in_memory
+from st_bge.data.splits import TEST_SPLIT, SplitPlan, beir_plan, hold_out_description
+from st_bge.errors import ConfigError, DataError
 
-__all__ = ["RetrievalSet", "TrainingData", "load_beir", "load_retrieval_set", "load_training_data"]
+__all__ = ["ANY_SPLIT", "RetrievalSet", "TrainingData", "load_beir", "load_retrieval_set", "load_training_data"]
 
 logger = logging.getLogger(__name__)
 
 RETRIEVAL_SET_FORMATS = ("beir", "llamaindex")
+IN_MEMORY = "in-memory data"
+ANY_SPLIT = "*"  # a data file: any split name evaluates the same rows
+# What `train(recipe, train_dataset=...)` / `eval_set=...` take besides a path.
+InMemoryData = Any  # a datasets.Dataset or a pandas DataFrame
 
 
 @dataclass
 class TrainingData:
-    """What the trainer needs: the training rows (one Dataset, or one per source) and, optionally, an eval set."""
+    """What the trainer needs: the training rows (one Dataset, or one per source), the eval set it is judged on and,
+    optionally, a separate set that picks the best checkpoint (a BEIR folder's dev split), with where each came from.
+
+    A mixture's rows stay each source's own here (checked and mined as the user wrote them); `epoch_rows` draws
+    the weighted epoch the trainer sees.
+    """
 
     train: Dataset | DatasetDict
     eval: RetrievalSet | None
@@ -37,6 +50,19 @@ class TrainingData:
     # Source name -> every document text of a BEIR / LlamaIndex source, not only the positives: the corpus that
     # hard negatives are mined from.
     corpora: dict[str, list[str]] = field(default_factory=dict)
+    # Picks the best checkpoint during training; None: `eval` does.
+    selection: RetrievalSet | None = None
+    # Source name -> one sentence each on which rows were trained on, and what the evaluation is.
+    provenance: dict[str, str] = field(default_factory=dict)
+    evaluation: str | None = None
+    # Source name -> training rows taken from a split named 'test' (the data check warns about them).
+    rows_from_test: dict[str, int] = field(default_factory=dict)
+    # Source's folder or file name -> the splits trained on (`ANY_SPLIT` for a file): what `st-bge eval` reads
+    # from the card to warn about evaluating a model on its own training queries.
+    trained_splits: dict[str, list[str]] = field(default_factory=dict)
+    # A mixture's sampling weights by source name (None for one source).
+    weights: dict[str, float] | None = None
+    seed: int = 42
 
     @property
     def train_sets(self) -> dict[str, Dataset]:
@@ -47,44 +73,121 @@ class TrainingData:
         """New rows for every source (e.g. mined), keeping the single-source / mixture shape."""
         self.train = DatasetDict(sets) if isinstance(self.train, DatasetDict) else next(iter(sets.values()))
 
+    def epoch_rows(self) -> Dataset | DatasetDict:
+        """What one epoch trains on: the rows, or for a mixture each source resized to its weight's share."""
+        if self.weights is None:
+            return self.train
+        total_rows = sum(len(rows) for rows in self.train.values())
+        total_weight = sum(self.weights.values())
+        return DatasetDict(
+            {
+                name: _resize(rows, round(total_rows * self.weights[name] / total_weight), self.seed)
+                for name, rows in self.train.items()
+            }
+        )
+
     def summary(self) -> dict[str, object]:
-        """Sizes and columns only (no text), safe for a public model card and the logs."""
+        """Sizes, columns and where the rows and the evaluation came from (no text): for a public card and logs."""
         summary: dict[str, object] = {"source": self.source, "format": self.format}
         if isinstance(self.train, DatasetDict):
             summary["train_rows"] = sum(len(rows) for rows in self.train.values())
             summary["train_rows_per_source"] = {name: len(rows) for name, rows in self.train.items()}
+            if self.weights is not None:
+                summary["epoch_rows_per_source"] = {name: len(rows) for name, rows in self.epoch_rows().items()}
         else:
             summary.update(train_rows=len(self.train), columns=self.train.column_names)
+        if self.trained_splits:
+            summary["trained_splits"] = self.trained_splits
+        if self.provenance:
+            summary["training_data"] = "; ".join(
+                text if len(self.provenance) == 1 else f"{name}: {text}" for name, text in self.provenance.items()
+            )
         if self.eval is not None:
             summary.update({f"eval_{key}": value for key, value in self.eval.summary().items()})
+            if self.evaluation:
+                summary["evaluation"] = self.evaluation
         return summary
 
+    def describe(self) -> str:
+        """One readable line for the log: rows, sources and the evaluation."""
+        parts = [
+            f"{sum(len(rows) for rows in self.train_sets.values())} training rows from {self.source} ({self.format})"
+        ]
+        parts += [text for text in self.provenance.values()]
+        if self.eval is None:
+            parts.append("no evaluation set")
+        elif self.evaluation:
+            parts.append(f"evaluation: {self.evaluation}")
+        return "; ".join(parts)
 
-def load_training_data(args: DataArguments) -> TrainingData:
-    """Read, convert and split the recipe's data, failing on the first bad record before any training."""
-    eval_set = (
-        load_retrieval_set(args.eval_dataset_name_or_path, args.eval_dataset_split)
-        if args.eval_dataset_name_or_path
-        else None
-    )
-    hold_out = eval_set is None and args.eval_split_size > 0
+
+def load_training_data(
+    args: DataArguments, *, train_dataset: InMemoryData | None = None, eval_set: Any = None
+) -> TrainingData:
+    """Read, convert and split the recipe's data, failing on the first bad record before any training.
+
+    Args:
+        args: The recipe's data section.
+        train_dataset: In-memory rows (a `datasets.Dataset` or a pandas DataFrame, in any format a file may have)
+            in place of `dataset_name_or_path`.
+        eval_set: In place of `eval_dataset_name_or_path`: a `RetrievalSet`, in-memory rows (each anchor a
+            query) or a path.
+
+    Raises:
+        ConfigError: no training data, or both a source and a mixture.
+    """
+    given = [args.dataset_name_or_path is not None, args.dataset_mixture is not None, train_dataset is not None]
+    if sum(given) != 1:
+        raise ConfigError(
+            "give the training data as dataset_name_or_path, dataset_mixture or train(recipe, train_dataset=...) (one "
+            "of them); to replace a recipe's dataset_name_or_path by a mixture on the command line, add "
+            "--dataset_name_or_path null"
+        )
+    evaluation = _given_eval_set(args, eval_set)
+    hold_out = evaluation is None and args.eval_split_size > 0
     if args.dataset_mixture is None:
-        source = args.dataset_name_or_path
-        loaded = _load_source(source, args, hold_out=hold_out)
+        source = IN_MEMORY if train_dataset is not None else args.dataset_name_or_path
+        loaded = _load_source(source, args, hold_out=hold_out, given_eval=evaluation is not None, rows=train_dataset)
         data = TrainingData(
             train=loaded.train,
-            eval=eval_set or loaded.held_out,
+            eval=evaluation[0] if evaluation else loaded.eval,
             source=source,
             format=loaded.format,
             corpora={source: loaded.corpus} if loaded.corpus else {},
+            selection=None if evaluation else loaded.selection,
+            provenance={source: loaded.provenance} if loaded.provenance else {},
+            evaluation=evaluation[1] if evaluation else loaded.evaluation,
+            rows_from_test={source: loaded.rows_from_test} if loaded.rows_from_test else {},
+            trained_splits={_name(source): loaded.trained_splits} if train_dataset is None else {},
+            seed=args.split_seed,
         )
     else:
-        data = _load_mixture(args, eval_set, hold_out=hold_out)
+        data = _load_mixture(args, evaluation, hold_out=hold_out)
     for name, rows in data.train_sets.items():
         if len(rows) == 0:
             raise DataError(name, "no training rows left")
-    logger.info("Data: %s", data.summary())
+    logger.info("Data: %s", data.describe())
     return data
+
+
+def _given_eval_set(args: DataArguments, eval_set: Any) -> tuple[RetrievalSet, str] | None:
+    """The evaluation set the user named (argument or recipe), with how it is described."""
+    if eval_set is None and not args.eval_dataset_name_or_path:
+        return None
+    if isinstance(eval_set, RetrievalSet):
+        return eval_set, f"the given set {eval_set.name}"
+    if eval_set is not None and not isinstance(eval_set, (str, Path)):
+        rows = records_to_dataset(*_detected(records_in_memory(eval_set, "in-memory eval data")))
+        return RetrievalSet.from_training_dataset(rows, name="eval"), "the given in-memory eval set"
+    path = str(eval_set if eval_set is not None else args.eval_dataset_name_or_path)
+    split = args.eval_dataset_split
+    retrieval_set = load_retrieval_set(path, split)
+    where = f"qrels/{split}.tsv of " if is_beir_folder(path) else ""
+    return retrieval_set, f"{where}{retrieval_set.name} (eval_dataset_name_or_path)"
+
+
+def _detected(records: Records) -> tuple[Records, str]:
+    return records, detect_format(records)
 
 
 def load_retrieval_set(name_or_path: str, split: str = "test") -> RetrievalSet:
@@ -102,35 +205,96 @@ def load_retrieval_set(name_or_path: str, split: str = "test") -> RetrievalSet:
 
 @dataclass
 class _Source:
-    """One source, read: its training rows, its held-out eval queries, its format and (retrieval sets) corpus."""
+    """One source, read: its training rows, its own eval set (test split or held-out queries) and checkpoint
+    selection set, its format, (retrieval sets) its corpus, and where its rows came from."""
 
     train: Dataset
-    held_out: RetrievalSet | None
+    eval: RetrievalSet | None
     format: str
     corpus: list[str] | None = None
+    selection: RetrievalSet | None = None
+    provenance: str | None = None
+    evaluation: str | None = None
+    rows_from_test: int = 0
+    trained_splits: list[str] = field(default_factory=lambda: [ANY_SPLIT])
 
 
-def _load_source(source: str, args: DataArguments, *, hold_out: bool) -> _Source:
-    """One source's training rows and the queries held out of them for evaluation (if `hold_out`)."""
-    data_format = _detect_source_format(source, args.dataset_format)
-    held_out = corpus = None
-    if data_format in RETRIEVAL_SET_FORMATS:
-        retrieval_set = load_beir(source, args.dataset_split) if data_format == "beir" else load_llamaindex(source)
-        corpus = list(retrieval_set.corpus.values())
-        if hold_out:
-            retrieval_set, held_out = retrieval_set.split(args.eval_split_size, args.split_seed)
-        train = retrieval_set.to_training_dataset()
+def _load_source(
+    source: str, args: DataArguments, *, hold_out: bool, given_eval: bool, rows: InMemoryData | None = None
+) -> _Source:
+    """One source's training rows and its evaluation: a BEIR folder's test split, or queries held out of the
+    rows (if `hold_out`)."""
+    data_format = "auto" if rows is not None else _detect_source_format(source, args.dataset_format)
+    if data_format == "beir":
+        loaded = _load_beir_source(source, args, hold_out=hold_out, given_eval=given_eval)
+    elif data_format == "llamaindex":
+        retrieval_set = load_llamaindex(source)
+        loaded = _from_retrieval_set(retrieval_set, "llamaindex", args, hold_out=hold_out)
     else:
-        records = read_records(
-            source, split=args.dataset_split, config_name=args.dataset_config_name, revision=args.dataset_revision
-        )
+        if rows is not None:
+            records = records_in_memory(rows, source)
+        else:
+            split = "train" if args.dataset_split == "auto" else args.dataset_split
+            records = read_records(
+                source, split=split, config_name=args.dataset_config_name, revision=args.dataset_revision
+            )
         data_format = detect_format(records) if data_format == "auto" else data_format
         train = records_to_dataset(records, data_format, args.num_negatives, args.column_mapping)
+        order = by_column_order(records) if data_format == "pairs" and args.column_mapping is None else None
+        if order:
+            logger.info("%s: %s", source, order)
+        loaded = _Source(train, None, data_format, provenance=order)
         if hold_out:
-            train, held_out = _split_rows_by_anchor(train, args.eval_split_size, args.split_seed, name=source)
+            loaded.train, loaded.eval = _split_rows_by_anchor(train, args.eval_split_size, args.split_seed, source)
+            loaded.evaluation = hold_out_description(loaded.eval, args, unit="anchors")
     if args.max_train_samples is not None:
-        train = train.select(range(min(args.max_train_samples, len(train))))
-    return _Source(train, held_out, data_format, corpus)
+        loaded.train = loaded.train.select(range(min(args.max_train_samples, len(loaded.train))))
+    return loaded
+
+
+def _load_beir_source(source: str, args: DataArguments, *, hold_out: bool, given_eval: bool) -> _Source:
+    """A BEIR folder as `beir_plan` splits it: trained splits, the test split as the eval set, dev for selection."""
+    plan: SplitPlan = beir_plan(source, args.dataset_split, hold_out=hold_out, given_eval=given_eval)
+    retrieval_set = load_beir(source, ",".join(plan.train))
+    if plan.hold_out:
+        loaded = _from_retrieval_set(retrieval_set, "beir", args, hold_out=True)
+        if plan.train == [TEST_SPLIT]:
+            loaded.evaluation = (
+                f"{loaded.evaluation}: they come from qrels/{TEST_SPLIT}.tsv, the folder's only split, and its other "
+                "queries were trained on, so the numbers are not comparable with results published on that split"
+            )
+            logger.warning("%s: %s", source, loaded.evaluation)
+    else:
+        loaded = _from_retrieval_set(retrieval_set, "beir", args, hold_out=False)
+        if plan.eval is not None:
+            loaded.eval = load_beir(source, plan.eval)
+            loaded.evaluation = f"qrels/{plan.eval}.tsv of {loaded.eval.name}, the folder's test split"
+            if args.eval_split_size > 0:
+                logger.info("%s: evaluating on its test split; eval_split_size is not used", source)
+        if plan.selection is not None:
+            loaded.selection = load_beir(source, plan.selection)
+            loaded.evaluation += f" (best checkpoint chosen on qrels/{plan.selection}.tsv)"
+    trained_queries = set(retrieval_set.qrels) - (set(loaded.eval.qrels) if plan.hold_out else set())
+    loaded.trained_splits = plan.train
+    files = " + ".join(f"qrels/{name}.tsv" for name in plan.train)
+    loaded.provenance = f"trained on {files} ({len(trained_queries)} queries)"
+    if TEST_SPLIT in plan.train:
+        test_queries = set(load_beir(source, TEST_SPLIT).qrels)
+        loaded.rows_from_test = sum(
+            grade > 0 for qid in trained_queries & test_queries for grade in retrieval_set.qrels[qid].values()
+        )
+    return loaded
+
+
+def _from_retrieval_set(
+    retrieval_set: RetrievalSet, data_format: str, args: DataArguments, *, hold_out: bool
+) -> _Source:
+    corpus = list(retrieval_set.corpus.values())
+    held_out = evaluation = None
+    if hold_out:
+        retrieval_set, held_out = retrieval_set.split(args.eval_split_size, args.split_seed)
+        evaluation = hold_out_description(held_out, args, unit="queries")
+    return _Source(retrieval_set.to_training_dataset(), held_out, data_format, corpus, evaluation=evaluation)
 
 
 def _detect_source_format(source: str, data_format: str) -> str:
@@ -143,30 +307,41 @@ def _detect_source_format(source: str, data_format: str) -> str:
     return "auto"  # decided from the records once they are read
 
 
-def _load_mixture(args: DataArguments, eval_set: RetrievalSet | None, *, hold_out: bool) -> TrainingData:
-    """Every source of `dataset_mixture`, resized to its weight's share of the rows; held-out queries of all
-    sources form one eval set (ids prefixed by source)."""
+def _load_mixture(args: DataArguments, evaluation: tuple[RetrievalSet, str] | None, *, hold_out: bool) -> TrainingData:
+    """Every source of `dataset_mixture` as it is (`TrainingData.epoch_rows` applies the weights); the sources' own
+    eval sets (test splits or held-out queries) form one eval set, ids prefixed by source."""
     names = source_names(list(args.dataset_mixture))
-    loaded = {names[source]: _load_source(source, args, hold_out=hold_out) for source in args.dataset_mixture}
-    total_rows = sum(len(part.train) for part in loaded.values())
-    total_weight = sum(args.dataset_mixture.values())
-    train = DatasetDict(
-        {
-            names[source]: _resize(
-                loaded[names[source]].train, round(total_rows * weight / total_weight), args.split_seed
-            )
-            for source, weight in args.dataset_mixture.items()
-        }
-    )
-    if hold_out:
-        eval_set = RetrievalSet.merge({name: part.held_out for name, part in loaded.items()}, name="mixture")
+    loaded = {
+        names[source]: _load_source(source, args, hold_out=hold_out, given_eval=evaluation is not None)
+        for source in args.dataset_mixture
+    }
+    eval_set, selection, described = None, None, None
+    if evaluation is not None:
+        eval_set, described = evaluation
+    elif all(part.eval is not None for part in loaded.values()):
+        eval_set = RetrievalSet.merge({name: part.eval for name, part in loaded.items()}, name="mixture")
+        described = "; ".join(f"{name}: {part.evaluation}" for name, part in loaded.items())
+        if all(part.selection is not None for part in loaded.values()):
+            selection = RetrievalSet.merge({name: part.selection for name, part in loaded.items()}, name="mixture")
     return TrainingData(
-        train=train,
+        train=DatasetDict({name: part.train for name, part in loaded.items()}),
         eval=eval_set,
         source=", ".join(args.dataset_mixture),
         format="+".join(sorted({part.format for part in loaded.values()})),
         corpora={name: part.corpus for name, part in loaded.items() if part.corpus},
+        selection=selection,
+        provenance={name: part.provenance for name, part in loaded.items() if part.provenance},
+        evaluation=described,
+        rows_from_test={name: part.rows_from_test for name, part in loaded.items() if part.rows_from_test},
+        trained_splits={_name(source): loaded[names[source]].trained_splits for source in args.dataset_mixture},
+        weights={names[source]: weight for source, weight in args.dataset_mixture.items()},
+        seed=args.split_seed,
     )
+
+
+def _name(source: str) -> str:
+    """A source as retrieval sets name it (`load_retrieval_set`): the folder's name or the file's stem."""
+    return Path(source).name if is_beir_folder(source) else Path(source).stem
 
 
 def source_names(sources: list[str]) -> dict[str, str]:
@@ -195,4 +370,5 @@ def _split_rows_by_anchor(train: Dataset, eval_size: float, seed: int, name: str
     full = RetrievalSet.from_training_dataset(train, name=name)
     train_set, eval_set = full.split(eval_size, seed)
     train_anchors = {full.queries[qid] for qid in train_set.queries}
-    return train.filter(lambda row: row["anchor"] in train_anchors), eval_set
+    kept = train.filter(lambda row: row["anchor"] in train_anchors, desc="Holding out the eval queries")
+    return kept, eval_set

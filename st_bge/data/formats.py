@@ -51,13 +51,21 @@ class QueryGroup:
     negative_scores: list[float] | None = None
 
 
+# Keys that, beside `query`, mark a record as FlagEmbedding's (also its near misses: `pos` as a string, `positive`
+# for `pos`), so that a slip gets FlagEmbedding's own line/field error rather than the pairs format's.
+FLAGEMBEDDING_MARKERS = ("pos", "neg", *SCORE_KEYS, "positive", "positives", "negative", "negatives")
+# Near misses of FlagEmbedding's keys -> the key they stand for.
+FLAGEMBEDDING_ALIASES = {"positive": "pos", "positives": "pos", "negative": "neg", "negatives": "neg"}
+
+
 def detect_format(records: Records) -> str:
-    """'flagembedding' for `query` + a list `pos`, 'rag_logs' for `query` + a list `retrieved`, else 'pairs'."""
+    """'rag_logs' for `query` + `retrieved`, 'flagembedding' for `query` + `pos` (or a near miss of FlagEmbedding's
+    keys, `FLAGEMBEDDING_MARKERS`), else 'pairs'."""
     first = records.rows[0].values
-    if "query" in first and isinstance(first.get("pos"), list):
-        return "flagembedding"
-    if "query" in first and isinstance(first.get("retrieved"), list):
+    if "query" in first and "retrieved" in first:
         return "rag_logs"
+    if "query" in first and any(key in first for key in FLAGEMBEDDING_MARKERS):
+        return "flagembedding"
     return "pairs"
 
 
@@ -86,15 +94,7 @@ def pairs_to_dataset(records: Records, column_mapping: Mapping[str, str] | None 
     Raises:
         DataError: a mapped column is missing, or a text is empty or not a string (naming line and field).
     """
-    columns = records.columns
-    if column_mapping is None:
-        if not {"anchor", "positive"} <= set(columns):
-            raise DataError(
-                records.source,
-                f"pairs data needs 'anchor' and 'positive' columns, found {columns}; name yours with "
-                'column_mapping, e.g. {"anchor": "question", "positive": "answer"}',
-            )
-        column_mapping = {name: name for name in columns if name in ("anchor", "positive") or _is_negative(name)}
+    column_mapping = column_mapping or default_column_mapping(records)
     unknown_targets = [
         name for name in column_mapping if name not in ("anchor", "positive") and not _is_negative(name)
     ]
@@ -114,6 +114,33 @@ def pairs_to_dataset(records: Records, column_mapping: Mapping[str, str] | None 
     return Dataset.from_dict(data)
 
 
+def default_column_mapping(records: Records) -> dict[str, str]:
+    """The source's own `anchor`, `positive` and `negative*` columns; two columns of other names are taken by
+    order (as sentence-transformers trains them: `by_column_order` says so).
+
+    Raises:
+        DataError: neither, naming the columns found and the `column_mapping` to write.
+    """
+    columns = records.columns
+    if by_column_order(records):
+        return {"anchor": columns[0], "positive": columns[1]}
+    if not {"anchor", "positive"} <= set(columns):
+        raise DataError(
+            records.source,
+            f"pairs data needs 'anchor' and 'positive' columns, found {columns}; name yours with "
+            'column_mapping, e.g. {"anchor": "question", "positive": "answer"}',
+        )
+    return {name: name for name in columns if name in ("anchor", "positive") or _is_negative(name)}
+
+
+def by_column_order(records: Records) -> str | None:
+    """For two columns of other names than anchor/positive, how they are taken (by order), in words; else None."""
+    columns = records.columns
+    if len(columns) == 2 and not {"anchor", "positive"} & set(columns):
+        return f"columns taken by order: {columns[0]} -> anchor, {columns[1]} -> positive (column_mapping chooses)"
+    return None
+
+
 def flagembedding_to_dataset(records: Records, num_negatives: int | None = None) -> Dataset:
     """Rows of (anchor, positive, negative_1..n) from FlagEmbedding lines: one row per positive.
 
@@ -131,6 +158,14 @@ def flagembedding_to_dataset(records: Records, num_negatives: int | None = None)
     groups = []
     for record in records.rows:
         values, line = record.values, record.line
+        for alias, key in FLAGEMBEDDING_ALIASES.items():
+            if alias in values and key not in values:
+                raise DataError(
+                    records.source,
+                    f"FlagEmbedding data names this list '{key}', not '{alias}': rename the key",
+                    line=line,
+                    field=alias,
+                )
         _require(records.source, line, values, FLAGEMBEDDING_KEYS + (SCORE_KEYS if with_scores else ()))
         query = _text(records.source, line, "query", values["query"])
         positives = _text_list(records.source, line, "pos", values["pos"])

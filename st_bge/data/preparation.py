@@ -101,6 +101,12 @@ def prepare_data(
                 tokenizer=model.tokenizer if model is not None else None,
                 max_seq_length=model.max_seq_length if model is not None else None,
                 name=name,
+                rows_from_test=data.rows_from_test.get(name, 0),
+                notes=[
+                    note
+                    for note in (data.provenance.get(name), data.evaluation and f"evaluation: {data.evaluation}")
+                    if note
+                ],
             )
             for name, rows in prepared.data.train_sets.items()
         }

@@ -148,6 +148,14 @@ THRESHOLDS: tuple[Threshold, ...] = (
         "symmetric data such as paraphrases)",
     ),
     Threshold(
+        "train_rows_from_test_split",
+        ">",
+        0,
+        "warn",
+        "a test split trained on can no longer test the model: its results, and any published ones on that split, "
+        "measure memory; train on the other splits (dataset_split: auto) and evaluate on test",
+    ),
+    Threshold(
         "eval_queries_in_train",
         ">",
         0,
@@ -249,6 +257,7 @@ class QualityReport:
         token_lengths: Per column group; None when no tokenizer was given.
         max_seq_length: The length truncation was counted against, if any.
         eval_name: The eval set's name; None without one.
+        notes: Where the rows and the eval set came from, in words.
     """
 
     name: str
@@ -258,6 +267,8 @@ class QualityReport:
     token_lengths: dict[str, TokenLengths] | None = None
     max_seq_length: int | None = None
     eval_name: str | None = None
+    # Where the rows and the eval set came from (splits, held-out queries, columns taken by order), in words.
+    notes: list[str] = field(default_factory=list)
 
     def finding(self, key: str) -> Finding:
         return next(finding for finding in self.findings if finding.key == key)
@@ -318,6 +329,7 @@ class QualityReport:
             "reasons": self.reasons,
             "has_eval_overlap": self.has_eval_overlap,
             "eval_name": self.eval_name,
+            "notes": self.notes,
             "counts": self.counts,
             "findings": [finding.to_dict() for finding in self.findings],
             "max_seq_length": self.max_seq_length,
@@ -336,6 +348,7 @@ class QualityReport:
             "Local report: it quotes training texts, so it stays next to the model and never goes into the public "
             "model card.",
             "\n".join([f"Verdict: **{self.verdict}**", "", *reasons]),
+            *(["\n".join(f"- {note}" for note in self.notes)] if self.notes else []),
             "## Counts\n\n" + markdown_table(["Count", "Value"], list(self.counts.items())),
         ]
         sections = dict.fromkeys(finding.section for finding in self.findings)
@@ -422,6 +435,8 @@ def check_quality(
     tokenizer=None,
     max_seq_length: int | None = None,
     name: str = "training data",
+    rows_from_test: int = 0,
+    notes: Sequence[str] = (),
 ) -> QualityReport:
     """Check training rows (columns anchor, positive, optional negatives) and their overlap with `eval_set`.
 
@@ -431,6 +446,8 @@ def check_quality(
         tokenizer: The model's tokenizer (a fast one is quickest), for token lengths; skipped without it.
         max_seq_length: The model's maximum input length, for the share of texts that get truncated.
         name: What is checked, for the report's title.
+        rows_from_test: How many of the rows come from a split named 'test' (a BEIR folder's qrels/test.tsv).
+        notes: Where the rows and the eval set came from, for the report.
     """
     norm = _Normalised()
     columns = _Columns.of(train, norm)
@@ -441,6 +458,17 @@ def check_quality(
         _query_document_finding(columns),
         *(_eval_findings(columns, eval_set, norm) if eval_set is not None else []),
     ]
+    if rows_from_test:
+        findings.append(
+            Finding(
+                "train_rows_from_test_split",
+                "Splits",
+                "training rows from a split named test",
+                rows_from_test,
+                columns.rows,
+                "rows",
+            )
+        )
     return QualityReport(
         name=name,
         counts=_counts(columns, eval_set),
@@ -449,6 +477,7 @@ def check_quality(
         token_lengths=_token_lengths(columns, tokenizer, max_seq_length) if tokenizer is not None else None,
         max_seq_length=max_seq_length,
         eval_name=eval_set.name if eval_set is not None else None,
+        notes=list(notes),
     )
 
 

@@ -70,6 +70,24 @@ def read_records(
     return Records(str(name_or_path), rows)
 
 
+def records_in_memory(rows: Any, source: str) -> Records:
+    """The rows of a `datasets.Dataset` or a pandas DataFrame (or a list of dicts) as `Records`, numbered from 1.
+
+    Raises:
+        DataError: `rows` is none of these, or holds no rows.
+    """
+    if hasattr(rows, "to_dict") and hasattr(rows, "columns") and not hasattr(rows, "column_names"):  # pandas
+        rows = rows.to_dict(orient="records")
+    if not hasattr(rows, "__iter__") or isinstance(rows, (str, bytes, dict)):
+        raise DataError(
+            source, f"expected a datasets.Dataset, a pandas DataFrame or a list of dicts, got {type(rows).__name__}"
+        )
+    records = [Record(number, dict(values)) for number, values in enumerate(rows, start=1)]
+    if not records:
+        raise DataError(source, "holds no records")
+    return Records(source, records)
+
+
 def read_text_lines(path: Path) -> list[str]:
     """The lines of a UTF-8 text file, with a clear error for another encoding."""
     try:

@@ -15,13 +15,13 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
 from st_bge.config import EvalRecipe, ModelArguments, check_output_dir
-from st_bge.data import RetrievalSet, load_retrieval_set
+from st_bge.data import ANY_SPLIT, RetrievalSet, load_retrieval_set
 from st_bge.errors import ConfigError
 from st_bge.evaluation.analysis import (
     FAILURE_CLASSES,
@@ -38,6 +38,7 @@ from st_bge.evaluation.plots import plot_embedding_maps, plot_metric_bars, plot_
 from st_bge.evaluation.retrieval import ModeRuns, mode_notes, model_modes, optimize_hybrid_weights, retrieve_modes
 from st_bge.markdown import markdown_table
 from st_bge.modeling import load_model
+from st_bge.storage import CARD_INPUTS
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class SetResult:
     failures: dict[str, dict[str, int]]
     folder: Path
     forgetting: bool = False
+    # Models evaluated on queries their training data held: what the summary warns about.
+    warnings: list[str] = field(default_factory=list)
 
 
 def parse_model_specs(specs: list[str]) -> dict[str, str]:
@@ -75,6 +78,10 @@ def evaluate_models(recipe: EvalRecipe) -> list[SetResult]:
     if run_args.forgetting_dataset:
         sources.append((run_args.forgetting_dataset, run_args.forgetting_dataset_split, True))
     sets = [(load_retrieval_set(path, split), forgetting) for path, split, forgetting in sources]
+    warnings = {
+        retrieval_set.name: trained_on_warnings(models, retrieval_set.name, split)
+        for (retrieval_set, _), (_, split, _) in zip(sets, sources, strict=True)
+    }
     paths = {retrieval_set.name: path for (retrieval_set, _), (path, _, _) in zip(sets, sources, strict=True)}
     names = [retrieval_set.name for retrieval_set, _ in sets]
     if len(set(names)) != len(names):
@@ -116,11 +123,32 @@ def evaluate_models(recipe: EvalRecipe) -> list[SetResult]:
     for retrieval_set, forgetting in sets:
         folder = output_dir / (f"forgetting-{retrieval_set.name}" if forgetting else retrieval_set.name)
         result = _report_set(retrieval_set, runs[retrieval_set.name], recipe, folder, forgetting)
+        result.warnings = warnings[retrieval_set.name]
         if run_args.plots:
             plot_embedding_maps(map_embeddings[retrieval_set.name], folder / "embeddings_pca.png", retrieval_set.name)
         results.append(result)
     (output_dir / "summary.md").write_text(summary_markdown(results, evaluation.eval_primary_metric), encoding="utf-8")
     return results
+
+
+def trained_on_warnings(models: dict[str, str], set_name: str, split: str) -> list[str]:
+    """A line per model whose card (`st_bge_card.json`, written by `st-bge train`) says it was trained on this
+    retrieval set's `split`: its scores there measure memory, not retrieval."""
+    warnings = []
+    for name, path in models.items():
+        card_inputs = Path(path) / CARD_INPUTS
+        if not card_inputs.is_file():
+            continue
+        trained = json.loads(card_inputs.read_text(encoding="utf-8")).get("data_summary", {}).get("trained_splits", {})
+        splits = trained.get(set_name, [])
+        if split in splits or ANY_SPLIT in splits:
+            what = f"qrels/{split}.tsv of {set_name}" if ANY_SPLIT not in splits else set_name
+            warnings.append(
+                f"{name} was trained on {what} (its card says so): its scores on these queries measure what it "
+                "memorised, not how it retrieves; evaluate it on a split it was not trained on"
+            )
+            logger.warning("%s", warnings[-1])
+    return warnings
 
 
 def _modes_of(model: SentenceTransformer, requested: list[str] | None, name: str) -> list[str]:
@@ -210,7 +238,9 @@ def summary_markdown(results: list[SetResult], metric: str) -> str:
     parts = ["# Evaluation summary\n"]
     for result in results:
         kind = " (forgetting check)" if result.forgetting else ""
-        parts.append(f"## {result.comparison.eval_set['name']}{kind}\n\n{result.comparison.to_markdown()}\n")
+        parts.append(f"## {result.comparison.eval_set['name']}{kind}\n")
+        parts += [f"**Warning:** {warning}\n" for warning in result.warnings]
+        parts.append(f"{result.comparison.to_markdown()}\n")
         rows = [[name, *(classes[c] for c in FAILURE_CLASSES)] for name, classes in result.failures.items()]
         parts.append(f"Failing queries per class:\n\n{markdown_table(['Model', *FAILURE_CLASSES], rows)}\n")
     comparisons = [r for r in results if len(r.comparison.models) > 1]

@@ -92,7 +92,8 @@ class RanxRetrievalEvaluator(BaseEvaluator):
         self, model: SentenceTransformer, output_path: str | None = None, epoch: int = -1, steps: int = -1
     ) -> dict[str, float]:
         metrics = self.compute_metrics(model)
-        logger.info("Retrieval on %s: %s", self.retrieval_set.name, {k: round(v, 4) for k, v in metrics.items()})
+        scores = ", ".join(f"{key} {value:.4f}" for key, value in metrics.items())
+        logger.info("Retrieval on %s: %s", self.retrieval_set.name, scores)
         metrics = self.prefix_name_to_metrics(metrics, self.name)
         self.store_metrics_in_model_card_data(model, metrics, epoch, steps)
         return metrics
