@@ -14,7 +14,8 @@ import os
 import sys
 import typing
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
+from enum import Enum
 from pathlib import Path
 from typing import Any, Literal, NoReturn, TypeVar
 
@@ -586,7 +587,19 @@ class CardArguments:
     `hub_model_id`, `hub_private_repo` and `hub_revision` (one commit at the end, as `st-bge push` makes)."""
 
     language: list[str] | None = field(default=None, metadata={"help": "Language codes for the card, e.g. en zh."})
-    license: str | None = field(default=None, metadata={"help": "License of the fine-tuned model, e.g. apache-2.0."})
+    license: str | None = field(
+        default=None,
+        metadata={
+            "help": "License of the fine-tuned model, e.g. apache-2.0 (default: the base model's, from its card)."
+        },
+    )
+    card_datasets: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Hub dataset ids for the card's `datasets:` metadata, e.g. google-research-datasets/mbpp "
+            "(default: the training sources that are Hub datasets)."
+        },
+    )
     hub_variant: Literal["adapter", "merged", "both"] = field(
         default="adapter",
         metadata={"help": "With push_to_hub: push the LoRA adapter, the merged model, or both (see `st-bge push`)."},
@@ -831,20 +844,58 @@ class Recipe:
     given: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
-        """The recipe as plain values (training arguments: only those the recipe or flags set, no secrets; the
-        synth section only if the recipe sets one of its fields)."""
-        names = ["model", "data", "quality", "mining", "scoring", "loss", "evaluation", "card"]
+        """The settings that apply to this run, by section, as plain values (enums as their values): training
+        arguments only where the recipe or flags set them, never secrets; mining, teacher scores, synthesis, the GIST
+        guide and BGE-M3's settings only where the run uses them, so a plain MiniLM run does not list 40 unused keys."""
+        names = ["model", "data", "quality", "evaluation", "card"]
+        if self.mining.mine_hard_negatives:
+            names.insert(names.index("quality"), "mining")
+        if self.loss.kd_loss != "none":
+            names.insert(names.index("quality"), "scoring")
         if any(f.name in self.given for f in fields(self.synth)):
-            names.insert(names.index("loss"), "synth")
-        sections = {
-            name: {f.name: getattr(getattr(self, name), f.name) for f in fields(getattr(self, name))} for name in names
-        }
+            names.insert(names.index("quality"), "synth")
+        names.insert(names.index("evaluation"), "loss")
+        sections = {name: _plain(vars(getattr(self, name))) for name in names}
+        sections["loss"] = {key: value for key, value in sections["loss"].items() if self._loss_uses(key)}
         sections["training"] = {
-            f.name: getattr(self.training, f.name)
+            f.name: _plain(getattr(self.training, f.name))
             for f in fields(self.training)
             if f.name in self.given and f.name not in SECRET_FIELDS | RUN_CONTROL_FIELDS
         }
         return sections
+
+    def changed_settings(self) -> dict[str, dict[str, Any]]:
+        """The settings of `to_dict` that differ from st-bge's defaults (training arguments: those the recipe or flags
+        set), as sentence-transformers' cards list "non-default hyperparameters"."""
+        defaults = {f.name: _default(f) for section in SECTIONS[:-1] for f in fields(section)}
+        changed = {
+            name: {key: value for key, value in values.items() if name == "training" or value != defaults.get(key)}
+            for name, values in self.to_dict().items()
+        }
+        return {name: values for name, values in changed.items() if values}
+
+    def _loss_uses(self, key: str) -> bool:
+        loss = self.loss
+        if key.startswith("m3_"):
+            return loss.loss in ("m3_unified", "cached_m3_unified") or loss.m3_add_heads
+        if key.startswith("gist_") or key == "guide_model_name_or_path":
+            return "gist" in loss.loss
+        if key == "mini_batch_size":
+            return loss.loss.startswith("cached_")
+        return True
+
+
+def _plain(value: Any) -> Any:
+    """Enums as their values (`IntervalStrategy.EPOCH` -> 'epoch'), recursively: what a card or JSON should show."""
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    return value.value if isinstance(value, Enum) else value
+
+
+def _default(f: Any) -> Any:
+    return f.default_factory() if f.default_factory is not MISSING else f.default
 
 
 SECTIONS = (

@@ -24,7 +24,124 @@ from st_bge.storage import CARD_INPUTS
 
 TEMPLATE_NAME = "st_bge_model_card.md"
 # What the card is rendered from (`storage.CARD_INPUTS`): numbers and settings only, like the card itself.
-CARD_INPUT_FIELDS = ("recipe", "data_summary", "adapter", "notes", "include_examples", "language", "license")
+CARD_INPUT_FIELDS = (
+    "recipe",
+    "recipe_changes",
+    "data_summary",
+    "adapter",
+    "notes",
+    "include_examples",
+    "language",
+    "license",
+    "dataset_ids",
+    "load_id",
+    "m3",
+)
+# Fewer evaluation queries than this get a word of caution beside the results: a few queries move a mean a lot.
+FEW_QUERIES = 100
+# The papers behind each part of a run, cited in its card (sentence-transformers 6.3's CachedGISTEmbedLoss cites
+# nothing, and it knows nothing of LoRA or BGE-M3).
+CITATIONS = {
+    "MultipleNegativesRankingLoss": """
+@misc{henderson2017efficient,
+    title={Efficient Natural Language Response Suggestion for Smart Reply},
+    author={Matthew Henderson and Rami Al-Rfou and Brian Strope and Yun-hsuan Sung and Laszlo Lukacs and Ruiqi Guo and Sanjiv Kumar and Balint Miklos and Ray Kurzweil},
+    year={2017},
+    eprint={1705.00652},
+    archivePrefix={arXiv},
+    primaryClass={cs.CL}
+}""",
+    "GISTEmbed": """
+@misc{solatorio2024gistembed,
+    title={GISTEmbed: Guided In-sample Selection of Training Negatives for Text Embedding Fine-tuning},
+    author={Aivin V. Solatorio},
+    year={2024},
+    eprint={2402.16829},
+    archivePrefix={arXiv},
+    primaryClass={cs.LG}
+}""",
+    "GradCache": """
+@misc{gao2021scaling,
+    title={Scaling Deep Contrastive Learning Batch Size under Memory Limited Setup},
+    author={Luyu Gao and Yunyi Zhang and Jiawei Han and Jamie Callan},
+    year={2021},
+    eprint={2101.06983},
+    archivePrefix={arXiv},
+    primaryClass={cs.LG}
+}""",
+    "LoRA": """
+@inproceedings{hu2022lora,
+    title={LoRA: Low-Rank Adaptation of Large Language Models},
+    author={Edward J Hu and Yelong Shen and Phillip Wallis and Zeyuan Allen-Zhu and Yuanzhi Li and Shean Wang and Lu Wang and Weizhu Chen},
+    booktitle={International Conference on Learning Representations},
+    year={2022},
+    url={https://openreview.net/forum?id=nZeVKeeFYf9}
+}""",
+    "BGE M3-Embedding": """
+@misc{bge-m3,
+    title={BGE M3-Embedding: Multi-Lingual, Multi-Functionality, Multi-Granularity Text Embeddings Through Self-Knowledge Distillation},
+    author={Jianlv Chen and Shitao Xiao and Peitian Zhang and Kun Luo and Defu Lian and Zheng Liu},
+    year={2024},
+    eprint={2402.03216},
+    archivePrefix={arXiv},
+    primaryClass={cs.CL}
+}""",
+}
+LOSS_NAMES = {
+    "mnrl": "MultipleNegativesRankingLoss",
+    "cached_mnrl": "CachedMultipleNegativesRankingLoss",
+    "gist": "GISTEmbedLoss",
+    "cached_gist": "CachedGISTEmbedLoss",
+    "m3_unified": "BGE-M3's unified loss (dense + sparse + ColBERT, self-distillation)",
+    "cached_m3_unified": "BGE-M3's unified loss (dense + sparse + ColBERT, self-distillation), cached",
+}
+
+
+def citations_for(recipe: dict[str, Any], *, adapter: bool, m3: bool) -> list[str]:
+    """The `CITATIONS` a run's card cites: its loss's papers, LoRA for an adapter, BGE-M3 for its modes or loss."""
+    loss = recipe.get("loss", {}).get("loss", "")
+    names = []
+    if loss in ("mnrl", "cached_mnrl", "m3_unified", "cached_m3_unified"):
+        names.append("MultipleNegativesRankingLoss")
+    if "gist" in loss:
+        names.append("GISTEmbed")
+    if loss.startswith("cached_"):
+        names.append("GradCache")
+    if adapter:
+        names.append("LoRA")
+    if m3 or loss.startswith(("m3_", "cached_m3_")):
+        names.append("BGE M3-Embedding")
+    return names
+
+
+def loss_summary(recipe: dict[str, Any]) -> str:
+    """The loss and its parameters in one sentence for the card."""
+    loss = recipe.get("loss", {})
+    name = loss.get("loss", "")
+    temperature = loss.get("temperature")
+    parts = [f"{LOSS_NAMES.get(name, name)}, temperature {temperature:g} (scale {1 / temperature:g})"]
+    if "gist" in name:
+        guide = loss.get("guide_model_name_or_path") or "a frozen copy of the base model"
+        parts.append(
+            f"guide {guide} masking in-batch candidates it scores above the positive ({loss.get('gist_margin_strategy')} margin {loss.get('gist_margin')})"
+        )
+    if name.startswith("cached_"):
+        parts.append(f"GradCache mini-batches of {loss.get('mini_batch_size')}")
+    if loss.get("kd_loss", "none") != "none":
+        parts.append(f"distilling a teacher's scores with {loss['kd_loss']}")
+    return "; ".join(parts)
+
+
+def base_model_license(model_card_text: str | None) -> str | None:
+    """The `license` of a base model's README front matter (what its Hub page shows), if it has one."""
+    if not model_card_text:
+        return None
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard(model_card_text).data.license
+    except Exception:  # a README without (valid) front matter has no license to carry over
+        return None
 
 
 def template_path() -> Path:
@@ -47,21 +164,27 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
     """
 
     recipe: dict[str, Any] = field(default_factory=dict)
+    recipe_changes: dict[str, Any] = field(default_factory=dict)
     data_summary: dict[str, Any] = field(default_factory=dict)
     comparison: RetrievalComparison | None = None
     adapter: bool = False
     notes: list[str] = field(default_factory=list)
     include_examples: bool = False
+    dataset_ids: list[str] = field(default_factory=list)
+    load_id: str | None = None
+    m3: bool = False
     template_path: Path = field(default_factory=template_path, init=False, repr=False)
 
     def __post_init__(self) -> None:
         # A public card names data and models, not the folders of the machine that trained them.
         self.recipe = without_local_paths(self.recipe)
+        self.recipe_changes = without_local_paths(self.recipe_changes)
         self.data_summary = without_local_paths(self.data_summary)
         self.generate_widget_examples = self.include_examples
         # The card is a retrieval card: its usage snippet uses encode_query / encode_document.
         self.ir_model = True
         super().__post_init__()
+        self.datasets = [*self.datasets, *(name for name in self.dataset_ids if name not in self.datasets)]
         extra_tags = ["st-bge", "retrieval", *(["lora", "peft"] if self.adapter else [])]
         self.tags = [*(self.tags or []), *(tag for tag in extra_tags if tag not in (self.tags or []))]
 
@@ -72,16 +195,41 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
             super().set_widget_examples(dataset)
 
     def to_dict(self) -> dict[str, Any]:
+        if not self.model_name:
+            source = self.data_summary.get("source")
+            self.model_name = f"{self.base_model or 'A model'} fine-tuned with st-bge" + (
+                f" on {source}" if source else ""
+            )
         card = super().to_dict()  # the template shows its dataset examples only if include_examples
         card["results_table"] = self.comparison.to_markdown() if self.comparison else None
         card["comparison"] = self.comparison
+        card["significance"] = self._significance()
+        card["few_queries"] = self.comparison is not None and self.comparison.eval_set.get("queries", 0) < FEW_QUERIES
         card["query_prompt"] = self.model.prompts.get("query") if self.model is not None else None
+        card["load_id"] = self.model_id or self.load_id or "path/to/this/model"
+        card["loss_summary"] = loss_summary(self.recipe) if self.recipe.get("loss") else None
+        card["citations"] = {
+            **card.get("citations", {}),
+            **{name: CITATIONS[name] for name in citations_for(self.recipe, adapter=self.adapter, m3=self.m3)},
+        }
         card.update(self._m3_details())
         if self.comparison is not None:
             # The Hub shows the model-index as the model's results: the ranx scores of this model, not the
             # scores sentence-transformers logged for the last evaluation during training.
             card["model-index"] = eval_results_to_model_index(card["model_name"], self.eval_results())
         return card
+
+    def _significance(self) -> list[str]:
+        """The primary metric of the fine-tuned model against the base, per mode, in words."""
+        if self.comparison is None or len(self.comparison.models) < 2:
+            return []
+        metric = self.recipe.get("evaluation", {}).get("eval_primary_metric") or self.comparison.metrics[0]
+        lines = []
+        for mode, comparison in self.comparison.modes.items():
+            if len(comparison.models) > 1 and metric in comparison.metrics:
+                prefix = "" if mode == "dense" else f"{mode}: "
+                lines.append(prefix + comparison.in_words(comparison.models[-1], metric))
+        return lines
 
     def _m3_details(self) -> dict[str, Any]:
         """What the template says about BGE-M3's modes (nothing for a dense model)."""
@@ -157,6 +305,8 @@ def attach_card_data(
     card_data.local_files_only = card_data.local_files_only or constants.HF_HUB_OFFLINE
     if base_model and not Path(base_model).exists():
         card_data.base_model = base_model
+    # The base model's license carries over unless the recipe names one (`license`).
+    card_data.license = card_data.license or base_model_license(getattr(model, "_model_card_text", None))
     model.model_card_data = card_data
     model._model_card_text = None  # never reuse the base model's own README
     card_data.register_model(model)

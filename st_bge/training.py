@@ -25,6 +25,7 @@ from st_bge.config import ModelArguments, Recipe, check_output_dir
 from st_bge.data import InMemoryData, RetrievalSet, TrainingData, load_training_data
 from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.preparation import PreparedData, enforce_verdict, prepare_data
+from st_bge.data.sources import is_hub_dataset_id
 from st_bge.errors import ConfigError
 from st_bge.evaluation import RanxRetrievalEvaluator, RetrievalComparison, compare_modes
 from st_bge.evaluation.bm25 import bm25_run
@@ -139,6 +140,7 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     notes = _configure_heads(model, recipe) if isinstance(model, BGEM3Model) else []
     card_data = StBgeModelCardData(
         recipe=recipe.to_dict(),
+        recipe_changes=recipe.changed_settings(),
         data_summary=prepared.summary(),
         adapter=recipe.model.use_lora,
         notes=notes,
@@ -146,6 +148,9 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
         language=recipe.card.language,
         license=recipe.card.license,
         model_id=args.hub_model_id,
+        dataset_ids=_card_datasets(recipe),
+        load_id=args.output_dir,
+        m3=isinstance(model, BGEM3Model) and model.m3_heads is not None,
     )
     attach_card_data(model, card_data, base_model=recipe.model.model_name_or_path)
 
@@ -194,6 +199,14 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
         if push_requested:
             _push(recipe)
     return TrainResult(trainer=trainer, output_dir=Path(args.output_dir), comparison=comparison, runs=runs)
+
+
+def _card_datasets(recipe: Recipe) -> list[str]:
+    """The card's `datasets:` Hub ids: the recipe's `card_datasets`, else its sources that are Hub datasets."""
+    if recipe.card.card_datasets is not None:
+        return recipe.card.card_datasets
+    sources = list(recipe.data.dataset_mixture or [recipe.data.dataset_name_or_path or ""])
+    return [source for source in sources if source and is_hub_dataset_id(source)]
 
 
 def _configure_heads(model: BGEM3Model, recipe: Recipe) -> list[str]:

@@ -58,6 +58,11 @@ class PreparedData:
             summary["hard_negative_mining"] = {name: result.counts for name, result in self.mining.items()}
         if self.quality:
             summary["data_check"] = {name: report.verdict for name, report in self.quality.items()}
+            summary["token_lengths"] = {
+                name: {group: {"p50": t.p50, "p90": t.p90, "max": t.max} for group, t in report.token_lengths.items()}
+                for name, report in self.quality.items()
+                if report.token_lengths
+            }
         return summary
 
     def to_markdown(self) -> str:

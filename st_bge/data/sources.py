@@ -61,13 +61,18 @@ def read_records(
         rows = readers[suffix](path)
     elif path.exists():
         raise DataError(path, "is a folder; give a data file, or a BEIR folder with dataset_format 'beir'")
-    elif _HUB_ID.match(name_or_path) and not name_or_path.endswith(LOCAL_SUFFIXES):
+    elif is_hub_dataset_id(name_or_path):
         rows = _read_hub(name_or_path, split=split, config_name=config_name, revision=revision)
     else:
         raise DataError(path, "file not found")
     if not rows:
         raise DataError(name_or_path, "holds no records")
     return Records(str(name_or_path), rows)
+
+
+def is_hub_dataset_id(name: str) -> bool:
+    """A name that is no local file or folder and has the shape of a Hub dataset id (`user/name`, no data suffix)."""
+    return not Path(name).exists() and bool(_HUB_ID.match(name)) and not name.endswith(LOCAL_SUFFIXES)
 
 
 def records_in_memory(rows: Any, source: str) -> Records:

@@ -71,6 +71,21 @@ class ModelComparison:
         """Significant against the baseline by every test that was run."""
         return all(p[metric] <= self.max_p for p in self.p_values[model].values())
 
+    def in_words(self, model: str, metric: str) -> str:
+        """`metric` of `model` against the baseline as a sentence: the change, and whether it is significant with
+        every test's p-value, so that a reader need not infer non-significance from a missing star."""
+        relative = self.relative(model, metric)
+        change = f"{self.delta(model, metric):+.4f}" + ("" if relative is None else f", {relative:+.1f}%")
+        tests = "; ".join(
+            f"p = {_format_p(test, p[metric])}, {STAT_TESTS.get(test, test)}"
+            for test, p in self.p_values[model].items()
+        )
+        verdict = "significant" if self.significant(model, metric) else "not significant"
+        return (
+            f"{metric} {self.scores[self.baseline][metric]:.4f} ({self.baseline}) -> {self.scores[model][metric]:.4f} "
+            f"({model}), {change}: {verdict} at p ≤ {self.max_p:g} ({tests})"
+        )
+
     def significant_against_reference(self, model: str, metric: str) -> bool:
         """Significantly different from the reference run (BM25) by every test that was run."""
         tests = self.reference_p_values.get(model, {})
