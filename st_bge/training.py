@@ -349,7 +349,14 @@ def _prepare_data(recipe: Recipe, data: TrainingData, model: SentenceTransformer
     """Mine (main process first, so the others read its cache), report beside the model, stop on a 'fail'."""
     args = recipe.training
     with args.main_process_first(desc="hard-negative mining and data checks"):
-        prepared = prepare_data(data, model, recipe.mining, recipe.quality, mine=recipe.mining.mine_hard_negatives)
+        prepared = prepare_data(
+            data,
+            model,
+            recipe.mining,
+            recipe.quality,
+            mine=recipe.mining.mine_hard_negatives,
+            language=recipe.card.language,
+        )
     if args.process_index == 0 and (prepared.quality or prepared.mining):
         prepared.save(args.output_dir)
         for name, quality in prepared.quality.items():

@@ -270,3 +270,20 @@ def test_save_writes_json_and_markdown(tmp_path):
     markdown = markdown_path.read_text(encoding="utf-8")
     assert markdown.startswith("# Data quality: support-faq — fail\n")
     assert "| negative equal to a positive of its anchor | 1 | 3 rows | 33.3% |" in markdown
+
+
+def test_text_in_a_script_the_recipes_language_is_not_written_in_warns():
+    """19% Chinese text under `language: [en]` passed as 'ok'."""
+    rows = [(f"how to sort list {i}", f"sorted(xs) number {i}") for i in range(8)] + [
+        ("如何排序", "使用排序函数"),
+        ("如何反转字符串", "使用切片反转"),
+    ]
+    train = Dataset.from_dict({"anchor": [a for a, _ in rows], "positive": [p for _, p in rows]})
+    report = check_quality(train, language=["en"])
+    finding = report.finding("texts_outside_language")
+    assert (finding.count, finding.total) == (4, 20) and finding.by_column == {"anchor": 2, "positive": 2}
+    assert report.verdict == "warn"
+    assert any("texts in a script en is not written in: 4 of 20 texts (20.0%" in r for r in report.reasons)
+    assert any("use a multilingual base model (BAAI/bge-m3" in r for r in report.reasons)
+    assert check_quality(train, language=["en", "zh"]).verdict == "ok"
+    assert "texts_outside_language" not in {f.key for f in check_quality(train).findings}  # no language: unchecked

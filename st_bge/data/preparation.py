@@ -79,6 +79,7 @@ def prepare_data(
     quality: QualityArguments,
     *,
     mine: bool,
+    language: list[str] | None = None,
 ) -> PreparedData:
     """Mine hard negatives (if `mine`) with `model`, replacing `data.train` with the mined rows, then check every
     source; the verdict is enforced by `enforce_verdict`, so that `st-bge data check` can report a 'fail' too.
@@ -107,6 +108,7 @@ def prepare_data(
                 max_seq_length=model.max_seq_length if model is not None else None,
                 name=name,
                 rows_from_test=data.rows_from_test.get(name, 0),
+                language=language,
                 notes=[
                     note
                     for note in (data.provenance.get(name), data.evaluation and f"evaluation: {data.evaluation}")
@@ -207,4 +209,4 @@ def _prepare(recipe: Recipe, *, mine: bool) -> PreparedData:
 
     data = load_training_data(recipe.data)
     model = load_model(recipe.model) if recipe.model.model_name_or_path else None
-    return prepare_data(data, model, recipe.mining, recipe.quality, mine=mine)
+    return prepare_data(data, model, recipe.mining, recipe.quality, mine=mine, language=recipe.card.language)

@@ -57,6 +57,24 @@ NO_LETTERS = "no letters"
 # Unicode character names start with their script ('LATIN SMALL LETTER A', 'CYRILLIC ...'), except these.
 SCRIPT_ALIASES = {"CJK": "Han", "HIRAGANA": "Kana", "KATAKANA": "Kana", "HANGUL": "Hangul"}
 COLUMN_GROUPS = ("anchor", "positive", "negatives")
+# The scripts (as `_dominant_script` names them) each language code of a recipe's `language` is written in; a
+# language not listed here is not checked.
+LANGUAGE_SCRIPTS = {
+    **dict.fromkeys(
+        ("en", "fr", "de", "es", "it", "pt", "nl", "sv", "da", "no", "fi", "pl", "cs", "tr", "id", "vi", "ro"),
+        frozenset({"Latin"}),
+    ),
+    "zh": frozenset({"Han"}),
+    "ja": frozenset({"Han", "Kana"}),
+    "ko": frozenset({"Hangul", "Han"}),
+    "ru": frozenset({"Cyrillic"}),
+    "uk": frozenset({"Cyrillic"}),
+    "ar": frozenset({"Arabic"}),
+    "el": frozenset({"Greek"}),
+    "he": frozenset({"Hebrew"}),
+    "hi": frozenset({"Devanagari"}),
+    "th": frozenset({"Thai"}),
+}
 OPERATORS = {"<": operator.lt, ">": operator.gt, ">=": operator.ge}
 
 
@@ -146,6 +164,15 @@ THRESHOLDS: tuple[Threshold, ...] = (
         "warn",
         "a query that is also a document usually means swapped or mislabelled columns (expected only for "
         "symmetric data such as paraphrases)",
+    ),
+    Threshold(
+        "texts_outside_language",
+        ">",
+        0.05,
+        "warn",
+        "texts in a script none of the recipe's `language` is written in: a model trained for those languages "
+        "splits them into pieces it has barely seen; use a multilingual base model (BAAI/bge-m3, or a bge-*-zh-v1.5 "
+        "for Chinese) and list every language of the data in `language`",
     ),
     Threshold(
         "train_rows_from_test_split",
@@ -437,6 +464,7 @@ def check_quality(
     name: str = "training data",
     rows_from_test: int = 0,
     notes: Sequence[str] = (),
+    language: Sequence[str] | None = None,
 ) -> QualityReport:
     """Check training rows (columns anchor, positive, optional negatives) and their overlap with `eval_set`.
 
@@ -448,6 +476,7 @@ def check_quality(
         name: What is checked, for the report's title.
         rows_from_test: How many of the rows come from a split named 'test' (a BEIR folder's qrels/test.tsv).
         notes: Where the rows and the eval set came from, for the report.
+        language: The recipe's `language` codes: texts in a script none of them uses are counted.
     """
     norm = _Normalised()
     columns = _Columns.of(train, norm)
@@ -458,6 +487,9 @@ def check_quality(
         _query_document_finding(columns),
         *(_eval_findings(columns, eval_set, norm) if eval_set is not None else []),
     ]
+    scripts = set().union(*(LANGUAGE_SCRIPTS.get(code.lower(), set()) for code in language or ()))
+    if scripts and all(code.lower() in LANGUAGE_SCRIPTS for code in language):
+        findings.append(_language_finding(columns, scripts, list(language)))
     if rows_from_test:
         findings.append(
             Finding(
@@ -760,6 +792,25 @@ def _count_tokens(tokenizer, texts: list[str]) -> list[int]:
         )
         counts.extend(encoded["length"])
     return counts
+
+
+def _language_finding(columns: _Columns, scripts: set[str], language: list[str]) -> Finding:
+    """Texts whose letters are mostly in a script that none of `language` is written in."""
+    hits = [
+        (i, column)
+        for column, texts in columns.normalised.items()
+        for i, text in enumerate(texts)
+        if _dominant_script(text) not in scripts | {NO_LETTERS}
+    ]
+
+    def describe(hit: tuple[int, str]) -> str:
+        i, column = hit
+        return f"train[{i}] {column} ({_dominant_script(columns.normalised[column][i])}): {_quote(columns.raw[column][i])}"
+
+    total = columns.rows * len(columns.raw)
+    title = f"texts in a script {' / '.join(language)} is not written in"
+    by_column = dict(Counter(_group(column) for _, column in hits))
+    return _finding("texts_outside_language", "Languages", title, hits, total, "texts", describe, by_column)
 
 
 def _script_mix(columns: _Columns) -> dict[str, dict[str, float]]:
