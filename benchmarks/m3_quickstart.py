@@ -5,7 +5,7 @@
     python benchmarks/m3_quickstart.py --recipe recipes/quickstart.yaml \\
         --models dense=outputs/qs-dense unified=outputs/qs-unified --output_dir outputs/qs-compare
 
-The held-out split is the recipe's own (`eval_split_size`, `split_seed`), read the way training read it, so every
+The eval set is the recipe's own (the test split, or `eval_split_size` held out with `split_seed`), read the way training read it, so every
 model is scored on the queries none of them trained on. The base model is the first column; the dense fine-tune
 is compared with it in the dense mode, the unified fine-tune in all its modes (its sparse, ColBERT and hybrid modes
 have no baseline: the base model has no such heads), and every model with BM25. A second table compares the two

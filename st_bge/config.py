@@ -506,6 +506,13 @@ class EvaluationArguments:
     eval_max_p: float = field(
         default=0.05, metadata={"help": "Significance threshold of the paired tests against the baseline model."}
     )
+    eval_enabled: bool = field(
+        default=True,
+        metadata={
+            "help": "Evaluate at all: false trains only (no base vs fine-tuned table, no checkpoint selection), even "
+            "where the data has an eval set of its own (a BEIR folder's test split)."
+        },
+    )
     eval_base_model: bool = field(
         default=True, metadata={"help": "Evaluate the base model before training, for the base vs fine-tuned table."}
     )
@@ -809,6 +816,13 @@ class TrainingArguments(SentenceTransformerTrainingArguments):
             "help": "Continue a stopped run in its output_dir: 'auto' (or 'true') takes the last complete "
             "checkpoint-* folder there, or give a checkpoint folder. Weights, optimizer, scheduler, RNG states and "
             "the position in the data are restored, so the run ends as if it had not stopped."
+        },
+    )
+    keep_checkpoints: bool = field(
+        default=False,
+        metadata={
+            "help": "Keep the checkpoint-* folders (optimizer states included) after a run that finished; by default "
+            "they are removed once the final model is saved, as only a stopped run needs them."
         },
     )
     # In-batch negatives are only negatives if they differ from the anchor's own positive.

@@ -280,9 +280,16 @@ def without_local_paths(value: Any) -> Any:
         return [without_local_paths(item) for item in value]
     if isinstance(value, str) and ", " in value:  # a mixture's sources
         return ", ".join(without_local_paths(part) for part in value.split(", "))
-    if isinstance(value, str) and value and (Path(value).is_absolute() or Path(value).exists()):
+    if isinstance(value, str) and value and _is_local_path(value):
         return Path(value).name
     return value
+
+
+def _is_local_path(value: str) -> bool:
+    try:
+        return Path(value).is_absolute() or Path(value).exists()
+    except OSError:  # a sentence, not a path (too long for a file name)
+        return False
 
 
 def card_data_from_folder(folder: str | Path, **overrides: Any) -> StBgeModelCardData:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from st_bge.errors import ConfigError
 from st_bge.evaluation import RanxRetrievalEvaluator, RetrievalComparison, compare_modes
 from st_bge.evaluation.bm25 import bm25_run
 from st_bge.evaluation.evaluator import EVALUATOR_NAME
+from st_bge.evaluation.metrics import evaluate_run
 from st_bge.evaluation.plots import plot_metric_bars, plot_training_curves
 from st_bge.evaluation.retrieval import ModeRuns, mode_notes
 from st_bge.guide import precompute_guide
@@ -115,6 +117,8 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir or checkpoint is not None)
     set_seed(args.seed)
     data = load_training_data(recipe.data, train_dataset=train_dataset, eval_set=eval_set)
+    if not recipe.evaluation.eval_enabled:
+        data.eval = data.selection = data.evaluation = None
     _check_evaluation_settings(recipe, data)
     _check_teacher_scores(recipe, data)
 
@@ -136,6 +140,7 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     if evaluator is not None and recipe.evaluation.eval_base_model and args.process_index == 0:
         logger.info("Evaluating the base model on %s", data.eval.name)
         runs[BASE] = evaluator.runs(model)  # before any new head: the base model's own modes
+    curve_base = _base_score_on(selector, evaluator, runs, model, recipe.evaluation.eval_primary_metric)
 
     notes = _configure_heads(model, recipe) if isinstance(model, BGEM3Model) else []
     card_data = StBgeModelCardData(
@@ -195,7 +200,9 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
         base = recipe.model.model_name_or_path
         if recipe.model.use_lora and not Path(base).exists():
             point_adapter_at(Path(args.output_dir), base)  # the Hub id, not the local copy it was trained from
-        _write_reports(trainer, comparison, recipe)
+        _write_reports(trainer, comparison, recipe, curve_base=curve_base)
+        if not args.keep_checkpoints:
+            _remove_checkpoints(Path(args.output_dir))
         if push_requested:
             _push(recipe)
     return TrainResult(trainer=trainer, output_dir=Path(args.output_dir), comparison=comparison, runs=runs)
@@ -286,16 +293,55 @@ def _compare(
     )
 
 
+def _base_score_on(
+    selector: RanxRetrievalEvaluator | None,
+    evaluator: RanxRetrievalEvaluator | None,
+    runs: dict[str, ModeRuns],
+    model: SentenceTransformer,
+    metric: str,
+) -> float | None:
+    """The base model's `metric` on the set the training curve shows (the selection set), for the curve's base
+    line: read off the base evaluation when that set is the eval set, else measured on it (a dev split is small)."""
+    if selector is None or BASE not in runs:
+        return None
+    if selector is evaluator:
+        return evaluate_run(evaluator.qrels, runs[BASE].runs["dense"], [metric])[metric]
+    return selector.compute_metrics(model)[metric]
+
+
+def _remove_checkpoints(output_dir: Path) -> None:
+    """Remove what only a stopped run needs (checkpoint-* folders with their optimizer states) once the final model
+    is saved beside them, and the empty `eval/` folder the evaluator's Trainer makes."""
+    for checkpoint in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*"):
+        if checkpoint.is_dir():
+            shutil.rmtree(checkpoint)
+            logger.info("Removed %s (the final model is saved; keep_checkpoints: true keeps them)", checkpoint)
+    eval_folder = output_dir / "eval"
+    if eval_folder.is_dir() and not any(eval_folder.iterdir()):
+        eval_folder.rmdir()
+
+
 def _write_reports(
-    trainer: SentenceTransformerTrainer, comparison: RetrievalComparison | None, recipe: Recipe
+    trainer: SentenceTransformerTrainer,
+    comparison: RetrievalComparison | None,
+    recipe: Recipe,
+    *,
+    curve_base: float | None = None,
 ) -> None:
     """Card inputs, results, training log and plots beside the model (main process only)."""
     output_dir = Path(recipe.training.output_dir)
     trainer.model.model_card_data.save_inputs(output_dir)  # for `st-bge push` to render the card again
     log_history = trainer.state.log_history
     (output_dir / "training_log.json").write_text(json.dumps(log_history, indent=2) + "\n", encoding="utf-8")
-    metric_key = f"eval_{EVALUATOR_NAME}_{recipe.evaluation.eval_primary_metric}" if comparison else None
-    plot_training_curves(log_history, metric_key, output_dir / "training_curves.png")
+    metric = recipe.evaluation.eval_primary_metric
+    metric_key = f"eval_{EVALUATOR_NAME}_{metric}" if comparison else None
+    plot_training_curves(
+        log_history,
+        metric_key,
+        output_dir / "training_curves.png",
+        base_score=curve_base,
+        best_step=trainer.state.best_global_step,
+    )
     if comparison is not None:
         comparison.save(output_dir)
         plot_metric_bars(comparison, output_dir / "metrics.png")
@@ -371,8 +417,8 @@ def _check_evaluation_settings(recipe: Recipe, data: TrainingData) -> None:
     args = recipe.training
     if data.eval is None and (args.eval_strategy != "no" or args.load_best_model_at_end):
         raise ConfigError(
-            f"eval_strategy '{args.eval_strategy}' needs evaluation data: set eval_split_size or "
-            "eval_dataset_name_or_path"
+            f"eval_strategy '{getattr(args.eval_strategy, 'value', args.eval_strategy)}' needs evaluation data: set "
+            "eval_split_size or eval_dataset_name_or_path (and eval_enabled: true)"
         )
     metric = (args.metric_for_best_model or "").removeprefix("eval_")
     if args.load_best_model_at_end and not metric.startswith(f"{EVALUATOR_NAME}_"):

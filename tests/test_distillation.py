@@ -148,7 +148,7 @@ def test_data_score_end_to_end_then_distil(tiny_reranker, tiny_bert_path, tmp_pa
         **NO_EVAL_DURING_TRAINING,
     )
     assert main(["train", str(RECIPES / "quickstart.yaml"), *train_argv]) == 0
-    assert "`kd_loss`: `kl_div`" in (output / "README.md").read_text()
+    assert '`kd_loss: "kl_div"`' in (output / "README.md").read_text()
 
 
 def test_st_losses_take_the_scores_as_labels(tiny_bert_path, tmp_path):

@@ -21,7 +21,7 @@ def card(beir_folder, tmp_path_factory):
         use_lora=True,
         lora_target_modules=["query", "value"],
         card_datasets=["google-research-datasets/mbpp"],
-        eval_split_size=0.2,
+        eval_enabled=True,
     )
     text = (output / "README.md").read_text()
     return text, yaml.safe_load(text.split("---")[1]), output

@@ -61,6 +61,7 @@ def run_flags(model, data, output_dir) -> list[str]:
         max_steps=STEPS,
         save_strategy="steps",
         save_steps=SAVE_STEPS,
+        keep_checkpoints=True,  # the optimizer states are compared after the run
         logging_steps=1,
         eval_strategy="no",
         seed=7,

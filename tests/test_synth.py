@@ -389,6 +389,7 @@ def test_ict_end_to_end_pairs_train_and_the_held_out_set_evaluates(tmp_path, bei
         tmp_path / "run",
         eval_dataset_name_or_path=output_dir / "synthetic_eval",
         eval_dataset_split="test",
+        eval_enabled=True,
     )
     assert result.trainer.state.global_step == 2
     assert result.comparison.eval_set["queries"] == 3
@@ -454,7 +455,7 @@ def test_a_cross_encoder_that_cannot_be_loaded_is_named_before_any_request(tmp_p
     with ChatServer() as server:
         argv = llm_flags(server, corpus, tmp_path / "out", synth_round_trip=True, model_name_or_path=MINILM)
         argv += flags(synth_filter_cross_encoder=tmp_path / "no-such-reranker")
-        with pytest.raises(ConfigError, match=r"synth_filter_cross_encoder '.*no-such-reranker': cannot load it"):
+        with pytest.raises(ConfigError, match=r"synth_filter_cross_encoder '.*no-such-reranker': no such folder"):
             synth(parse_synth_recipe(argv))
     assert server.requests == []
 

@@ -66,7 +66,7 @@ def test_results_are_written_as_json_markdown_and_latex(lora_run):
     results = saved["modes"]["dense"]
     assert results["metrics"] == ["ndcg@10", "mrr@10", "recall@1", "recall@10", "recall@100", "map@100"]
     assert results["models"] == ["base", "fine-tuned"] and results["reference"] == "BM25"
-    assert results["eval_set"]["queries"] == 2 and results["eval_set"]["corpus"] == 12
+    assert results["eval_set"]["queries"] == 4 and results["eval_set"]["corpus"] == 12  # the folder's test split
     scores = results["scores"]
     for metric in results["metrics"]:
         assert 0.0 <= scores["base"][metric] <= 1.0
@@ -108,10 +108,37 @@ def test_card_has_recipe_results_and_usage_but_no_training_text(lora_run):
     assert front_matter["library_name"] == "sentence-transformers"
     assert "widget" not in front_matter
     assert lora_run.comparison.to_markdown() in card
-    assert "`loss`: `cached_gist`" in card and "`temperature`: `0.05`" in card and "`lora_r`: `16`" in card
-    assert "model.encode_query(queries)" in card
+    assert '`loss: "cached_gist"`' in card and "`temperature: 0.05`" in card and "`lora_r: 16`" in card
+    assert f'SentenceTransformer("{lora_run.output_dir}")' in card and "model.encode_query([" in card
     for query, code in TOPICS.values():
         assert query not in card and code not in card
+
+
+def test_a_finished_run_leaves_the_model_not_its_checkpoints_or_an_empty_eval_folder(lora_run):
+    """A checkpoint-* folder with optimizer.pt stayed beside the final model, and an empty eval/ folder."""
+    assert not list(lora_run.output_dir.glob("checkpoint-*")) and not (lora_run.output_dir / "eval").exists()
+    assert (lora_run.output_dir / "adapter_model.safetensors").is_file()
+
+
+def test_the_python_api_trains_on_a_dataframe(tiny_bert_path, beir_folder, tmp_path):
+    """A notebook user's rows: `train(recipe, train_dataset=frame, eval_set=...)`, no file written first."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"question": [q for q, _ in TOPICS.values()], "answer": [c for _, c in TOPICS.values()]})
+    recipe = parse_recipe(
+        flags(
+            model_name_or_path=tiny_bert_path,
+            output_dir=tmp_path / "notebook",
+            loss="mnrl",
+            max_steps=1,
+            per_device_train_batch_size=4,
+            eval_bm25=False,
+            **NO_EVAL_DURING_TRAINING,
+        )
+    )
+    result = train(recipe, train_dataset=frame, eval_set=frame.head(4))
+    assert result.comparison.eval_set["queries"] == 4
+    assert (tmp_path / "notebook" / "model.safetensors").is_file()
 
 
 def test_output_dir_with_files_is_not_overwritten(lora_run, tiny_bert_path, beir_folder, capsys):
@@ -216,7 +243,7 @@ def test_full_fine_tune_saves_a_model_that_reloads_identically(tiny_bert_path, b
     )
     recipe = parse_recipe(["--config", str(RECIPES / "bge-m3" / "full-mnrl.yaml"), *argv])
     result = train(recipe)
-    assert result.comparison is None and result.runs == {}
+    assert result.comparison.eval_set["queries"] == 4  # the folder's test split is evaluated whatever eval_split_size
     assert (result.output_dir / "model.safetensors").is_file()
     assert not (result.output_dir / "adapter_config.json").exists()
     reloaded = SentenceTransformer(str(result.output_dir))
@@ -241,6 +268,7 @@ def test_full_fine_tune_of_bge_m3_keeps_three_modes_in_baai_layout(tiny_xlmr_pat
         eval_steps=1,
         save_strategy="steps",
         save_steps=1,
+        keep_checkpoints=True,
         output_dir=tmp_path / "full-m3",
     )
     result = train(parse_recipe(["--config", str(RECIPES / "bge-m3" / "full-mnrl.yaml"), *argv]))
@@ -323,7 +351,8 @@ def test_mixture_with_mined_negatives_trains_and_evaluates(tiny_bert_path, beir_
         assert (result.output_dir / "data_reports" / name / "data_quality.json").is_file()
     card = (result.output_dir / "README.md").read_text()
     # The data summary lists the mining counts of every source (numbers, no text).
-    assert "- `hard_negative_mining`: " in card and "'dropped_relative_margin'" in card
+    assert f"- **Hard negatives:** mined with the base model: {beir_folder.name}: " in card
+    assert "dropped_relative_margin " in card
 
 
 @pytest.mark.parametrize(
@@ -414,7 +443,7 @@ def test_evaluating_during_training_does_not_change_the_trained_weights(tiny_ber
             tiny_bert_path,
             beir_folder,
             tmp_path / strategy,
-            eval_split_size=0.25,
+            eval_enabled=True,
             max_steps=3,
             eval_strategy=strategy,
             eval_steps=1,

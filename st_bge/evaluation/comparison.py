@@ -54,6 +54,9 @@ class ModelComparison:
     reference: str | None = None
     reference_scores: dict[str, float] = field(default_factory=dict)
     reference_p_values: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # Half-width of the 95% confidence interval of each mean (normal approximation over the per-query scores), by
+    # model (and reference) and metric: the error bars of the plots.
+    ci95: dict[str, dict[str, float]] = field(default_factory=dict)
 
     @property
     def baseline(self) -> str:
@@ -284,7 +287,18 @@ def compare_runs(
         reference=reference[0] if reference else None,
         reference_scores=scores[reference[0]] if reference else {},
         reference_p_values=reference_p,
+        ci95={name: {m: _ci95(per_query_scores(qrels, run, m)) for m in metrics} for name, run in all_runs.items()},
     )
+
+
+def _ci95(per_query: Mapping[str, float]) -> float:
+    """1.96 standard errors of the mean of per-query scores (0 for fewer than two queries)."""
+    values = list(per_query.values())
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    variance = sum((value - mean) ** 2 for value in values) / (len(values) - 1)
+    return 1.96 * math.sqrt(variance / len(values))
 
 
 def _p_values(

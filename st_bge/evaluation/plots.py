@@ -16,8 +16,14 @@ from st_bge.evaluation.comparison import ModelComparison, RetrievalComparison
 
 
 def plot_metric_bars(comparison: RetrievalComparison, path: str | Path) -> Path:
-    """One panel per retrieval mode: a group per metric, a bar per model (BM25 first, in grey); * over a bar that
-    differs significantly from its mode's baseline."""
+    """`metric_bars_figure` as a PNG."""
+    return _save(metric_bars_figure(comparison), path)
+
+
+def metric_bars_figure(comparison: RetrievalComparison) -> Figure:
+    """One panel per retrieval mode: a group per metric, a bar per model (BM25 first, in grey) with its 95%
+    confidence interval; * over a bar that differs significantly from its mode's baseline, and the title says when
+    none does."""
     modes = comparison.modes
     columns = min(2, len(modes))
     rows = -(-len(modes) // columns)
@@ -34,9 +40,17 @@ def plot_metric_bars(comparison: RetrievalComparison, path: str | Path) -> Path:
     title = comparison.eval_set.get("name", "")
     baselines = list(dict.fromkeys(c.baseline for c in modes.values() if len(c.models) > 1))
     if baselines:
-        title += f": * p ≤ {comparison.max_p} vs {' / '.join(baselines)}"
-    figure.suptitle(title)
-    return _save(figure, path)
+        starred = any(
+            c.significant(model, metric) for c in modes.values() for model in c.models[1:] for metric in c.metrics
+        )
+        against = " / ".join(baselines)
+        title += (
+            f": * p ≤ {comparison.max_p:g} vs {against}"
+            if starred
+            else f": no difference from {against} significant at p ≤ {comparison.max_p:g}"
+        )
+    figure.suptitle(f"{title} (bars: 95% confidence intervals)")
+    return figure
 
 
 def _metric_bars(axis, comparison: ModelComparison, colours: Mapping[str, str]) -> None:
@@ -47,11 +61,13 @@ def _metric_bars(axis, comparison: ModelComparison, colours: Mapping[str, str]) 
     for index, (label, scores, colour) in enumerate(bars):
         xs = [m + index * width for m in range(len(metrics))]
         values = [scores[metric] for metric in metrics]
-        axis.bar(xs, values, width, label=label, color=colour)
+        errors = [comparison.ci95.get(label, {}).get(metric, 0.0) for metric in metrics]
+        axis.bar(xs, values, width, label=label, color=colour, yerr=errors, capsize=2, ecolor="black")
         if label in comparison.models[1:]:
             for x, value, metric in zip(xs, values, metrics, strict=True):
                 if comparison.significant(label, metric):
-                    axis.text(x, value + 0.01, "*", ha="center", fontsize=14)
+                    error = comparison.ci95.get(label, {}).get(metric, 0.0)
+                    axis.text(x, value + error + 0.01, "*", ha="center", fontsize=14)
     axis.set_xticks([m + width * (len(bars) - 1) / 2 for m in range(len(metrics))], metrics, rotation=30)
     axis.set_ylim(0, 1.08)
 
@@ -99,8 +115,27 @@ def plot_embedding_maps(
     return _save(figure, path)
 
 
-def plot_training_curves(log_history: Sequence[Mapping[str, float]], metric_key: str | None, path) -> Path:
-    """Training loss over steps, and the evaluation metric (if logged) on a second axis."""
+def plot_training_curves(
+    log_history: Sequence[Mapping[str, float]],
+    metric_key: str | None,
+    path,
+    *,
+    base_score: float | None = None,
+    best_step: int | None = None,
+) -> Path:
+    """`training_curves_figure` as a PNG."""
+    return _save(training_curves_figure(log_history, metric_key, base_score=base_score, best_step=best_step), path)
+
+
+def training_curves_figure(
+    log_history: Sequence[Mapping[str, float]],
+    metric_key: str | None,
+    *,
+    base_score: float | None = None,
+    best_step: int | None = None,
+) -> Figure:
+    """Training loss over steps, and the evaluation metric (if logged) on a second axis that spans 0 to 1, so that
+    a change of 0.01 looks like one; the base model's score as a dashed line and the checkpoint kept as a star."""
     losses = [(entry["step"], entry["loss"]) for entry in log_history if "loss" in entry and "step" in entry]
     figure = Figure(figsize=(7, 4))
     axis = figure.subplots()
@@ -113,8 +148,15 @@ def plot_training_curves(log_history: Sequence[Mapping[str, float]], metric_key:
         second = axis.twinx()
         second.plot(*zip(*evals, strict=True), color="tab:orange", marker="o", label=metric_key)
         second.set_ylabel(metric_key, color="tab:orange")
+        second.set_ylim(0, 1)
+        if base_score is not None:
+            second.axhline(base_score, color="tab:gray", linestyle="--", label=f"base model {base_score:.4f}")
+        kept = [(step, value) for step, value in evals if step == best_step]
+        if kept:
+            second.plot(*kept[0], marker="*", markersize=16, color="tab:red", linestyle="", label="checkpoint kept")
+        second.legend(loc="lower right")
     axis.set_title("Training")
-    return _save(figure, path)
+    return figure
 
 
 def _save(figure: Figure, path: str | Path) -> Path:
