@@ -20,6 +20,7 @@ from sentence_transformers.sentence_transformer.model_card import SentenceTransf
 
 from st_bge.evaluation.comparison import RetrievalComparison
 from st_bge.m3 import BGEM3Model
+from st_bge.m3_loss import M3_CITATION
 from st_bge.storage import CARD_INPUTS
 
 TEMPLATE_NAME = "st_bge_model_card.md"
@@ -77,15 +78,7 @@ CITATIONS = {
     year={2022},
     url={https://openreview.net/forum?id=nZeVKeeFYf9}
 }""",
-    "BGE M3-Embedding": """
-@misc{bge-m3,
-    title={BGE M3-Embedding: Multi-Lingual, Multi-Functionality, Multi-Granularity Text Embeddings Through Self-Knowledge Distillation},
-    author={Jianlv Chen and Shitao Xiao and Peitian Zhang and Kun Luo and Defu Lian and Zheng Liu},
-    year={2024},
-    eprint={2402.03216},
-    archivePrefix={arXiv},
-    primaryClass={cs.CL}
-}""",
+    "BGE M3-Embedding": M3_CITATION,
 }
 LOSS_NAMES = {
     "mnrl": "MultipleNegativesRankingLoss",

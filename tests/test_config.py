@@ -110,3 +110,8 @@ def test_yaml_false_overrides_a_true_default(tmp_path):
     assert recipe.loss.gist_contrast_anchors is False
     assert recipe.training.dataloader_pin_memory is False
     assert parse_recipe(["--config", str(path), "--gist_contrast_anchors", "true"]).loss.gist_contrast_anchors is True
+
+
+def test_a_recipe_path_parses_like_its_config_flag():
+    """A notebook user writes `parse_recipe("recipe.yaml")`, not argv."""
+    assert parse_recipe("recipes/quickstart.yaml") == parse_recipe(["--config", "recipes/quickstart.yaml"])

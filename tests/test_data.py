@@ -345,3 +345,12 @@ def test_split_keeps_repeated_queries_and_shared_documents_on_one_side():
         for pair in (("q0", "q1"), ("q2", "q3")):
             assert (pair[0] in held_out.queries) == (pair[1] in held_out.queries), (seed, pair)
         assert 6 <= len(held_out.queries) <= 7
+
+
+def test_holding_out_the_eval_queries_is_a_labelled_progress_bar(tmp_path, capsys):
+    """It was a bar labelled `Filter`, during a pause nothing explained."""
+    path = write_jsonl(
+        tmp_path / "p.jsonl", [{"anchor": f"question {i}", "positive": f"answer {i}"} for i in range(10)]
+    )
+    load(path, eval_split_size=0.2)
+    assert "Holding out the eval queries" in capsys.readouterr().err

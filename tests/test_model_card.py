@@ -48,7 +48,7 @@ def test_the_usage_loads_this_model_without_stock_sentences(card):
 
 def test_the_results_say_significance_in_words_and_caution_for_few_queries(card):
     text, _, _ = card
-    assert "The queries: qrels/test.tsv of tiny-beir, the folder's test split." in text
+    assert "The queries: qrels/test.tsv of tiny-beir, the folder's test split (no dev split" in text
     line = next(line for line in text.splitlines() if line.startswith("- ndcg@10 "))
     assert "(base) ->" in line and ("not significant at p ≤ 0.05 (p = " in line or ": significant at" in line)
     assert "paired t-test" in line and "Fisher's randomisation test" in line

@@ -43,7 +43,10 @@ def test_the_shipped_recipe_trains_on_train_and_evaluates_on_test(beir_folder):
     assert data.eval.qrels == test.qrels
     assert not set(data.train["anchor"]) & set(test.queries.values())
     assert data.selection is None and data.rows_from_test == {}
-    assert data.evaluation == "qrels/test.tsv of tiny-beir, the folder's test split"
+    assert data.evaluation == (
+        "qrels/test.tsv of tiny-beir, the folder's test split (no dev split: a best-checkpoint choice is made on "
+        "these queries too)"
+    )
 
 
 def test_a_dev_split_picks_the_checkpoint_so_the_test_queries_choose_nothing(beir_folder, tmp_path):

@@ -273,7 +273,10 @@ def _load_beir_source(source: str, args: DataArguments, *, hold_out: bool, given
                 logger.info("%s: evaluating on its test split; eval_split_size is not used", source)
         if plan.selection is not None:
             loaded.selection = load_beir(source, plan.selection)
+            loaded.selection.name = f"{loaded.selection.name} (qrels/{plan.selection}.tsv)"  # in the training log
             loaded.evaluation += f" (best checkpoint chosen on qrels/{plan.selection}.tsv)"
+        elif plan.eval is not None:
+            loaded.evaluation += " (no dev split: a best-checkpoint choice is made on these queries too)"
     trained_queries = set(retrieval_set.qrels) - (set(loaded.eval.qrels) if plan.hold_out else set())
     loaded.trained_splits = plan.train
     files = " + ".join(f"qrels/{name}.tsv" for name in plan.train)
