@@ -19,7 +19,7 @@ from datasets import Dataset, DatasetDict, concatenate_datasets
 from st_bge.config import DataArguments
 from st_bge.data.formats import by_column_order, detect_format, records_to_dataset
 from st_bge.data.retrieval_set import RetrievalSet, is_beir_folder, is_llamaindex_file, load_beir, load_llamaindex
-from st_bge.data.sources import Records, read_records, records_in_memory
+from st_bge.data.sources import read_records, records_in_memory
 from st_bge.data.splits import TEST_SPLIT, SplitPlan, beir_plan, hold_out_description
 from st_bge.errors import ConfigError, DataError
 
@@ -27,7 +27,6 @@ __all__ = ["ANY_SPLIT", "RetrievalSet", "TrainingData", "load_beir", "load_retri
 
 logger = logging.getLogger(__name__)
 
-RETRIEVAL_SET_FORMATS = ("beir", "llamaindex")
 IN_MEMORY = "in-memory data"
 ANY_SPLIT = "*"  # a data file: any split name evaluates the same rows
 # What `train(recipe, train_dataset=...)` / `eval_set=...` take besides a path.
@@ -113,7 +112,7 @@ class TrainingData:
         parts = [
             f"{sum(len(rows) for rows in self.train_sets.values())} training rows from {self.source} ({self.format})"
         ]
-        parts += [text for text in self.provenance.values()]
+        parts += self.provenance.values()
         if self.eval is None:
             parts.append("no evaluation set")
         elif self.evaluation:
@@ -177,17 +176,14 @@ def _given_eval_set(args: DataArguments, eval_set: Any) -> tuple[RetrievalSet, s
     if isinstance(eval_set, RetrievalSet):
         return eval_set, f"the given set {eval_set.name}"
     if eval_set is not None and not isinstance(eval_set, (str, Path)):
-        rows = records_to_dataset(*_detected(records_in_memory(eval_set, "in-memory eval data")))
+        records = records_in_memory(eval_set, "in-memory eval data")
+        rows = records_to_dataset(records, detect_format(records))
         return RetrievalSet.from_training_dataset(rows, name="eval"), "the given in-memory eval set"
     path = str(eval_set if eval_set is not None else args.eval_dataset_name_or_path)
     split = args.eval_dataset_split
     retrieval_set = load_retrieval_set(path, split)
     where = f"qrels/{split}.tsv of " if is_beir_folder(path) else ""
     return retrieval_set, f"{where}{retrieval_set.name} (eval_dataset_name_or_path)"
-
-
-def _detected(records: Records) -> tuple[Records, str]:
-    return records, detect_format(records)
 
 
 def load_retrieval_set(name_or_path: str, split: str = "test") -> RetrievalSet:
@@ -256,26 +252,23 @@ def _load_beir_source(source: str, args: DataArguments, *, hold_out: bool, given
     """A BEIR folder as `beir_plan` splits it: trained splits, the test split as the eval set, dev for selection."""
     plan: SplitPlan = beir_plan(source, args.dataset_split, hold_out=hold_out, given_eval=given_eval)
     retrieval_set = load_beir(source, ",".join(plan.train))
-    if plan.hold_out:
-        loaded = _from_retrieval_set(retrieval_set, "beir", args, hold_out=True)
-        if plan.train == [TEST_SPLIT]:
-            loaded.evaluation = (
-                f"{loaded.evaluation}: they come from qrels/{TEST_SPLIT}.tsv, the folder's only split, and its other "
-                "queries were trained on, so the numbers are not comparable with results published on that split"
-            )
-            logger.warning("%s: %s", source, loaded.evaluation)
-    else:
-        loaded = _from_retrieval_set(retrieval_set, "beir", args, hold_out=False)
-        if plan.eval is not None:
-            loaded.eval = load_beir(source, plan.eval)
-            loaded.evaluation = f"qrels/{plan.eval}.tsv of {loaded.eval.name}, the folder's test split"
-            if args.eval_split_size > 0:
-                logger.info("%s: evaluating on its test split; eval_split_size is not used", source)
+    loaded = _from_retrieval_set(retrieval_set, "beir", args, hold_out=plan.hold_out)
+    if plan.hold_out and plan.train == [TEST_SPLIT]:
+        loaded.evaluation = (
+            f"{loaded.evaluation}: they come from qrels/{TEST_SPLIT}.tsv, the folder's only split, and its other "
+            "queries were trained on, so the numbers are not comparable with results published on that split"
+        )
+        logger.warning("%s: %s", source, loaded.evaluation)
+    if plan.eval is not None:  # the plan holds no queries out then
+        loaded.eval = load_beir(source, plan.eval)
+        loaded.evaluation = f"qrels/{plan.eval}.tsv of {loaded.eval.name}, the folder's test split"
+        if args.eval_split_size > 0:
+            logger.info("%s: evaluating on its test split; eval_split_size is not used", source)
         if plan.selection is not None:
             loaded.selection = load_beir(source, plan.selection)
             loaded.selection.name = f"{loaded.selection.name} (qrels/{plan.selection}.tsv)"  # in the training log
             loaded.evaluation += f" (best checkpoint chosen on qrels/{plan.selection}.tsv)"
-        elif plan.eval is not None:
+        else:
             loaded.evaluation += " (no dev split: a best-checkpoint choice is made on these queries too)"
     trained_queries = set(retrieval_set.qrels) - (set(loaded.eval.qrels) if plan.hold_out else set())
     loaded.trained_splits = plan.train
