@@ -64,7 +64,10 @@ def test_the_recipe_lists_what_differs_from_the_defaults_and_folds_the_rest(card
     assert "Enum" not in text and "SchedulerType." not in text and "IntervalStrategy." not in text
     for unused in ("mine_num_negatives", "m3_heads", "score_cross_encoder", "synth_"):
         assert unused not in text  # mining, BGE-M3, teacher scores, synthesis: none of them ran
-    assert "**Objective:** CachedGISTEmbedLoss, temperature 0.02 (scale 50); guide a frozen copy of the base model" in text
+    assert (
+        "**Objective:** CachedGISTEmbedLoss, temperature 0.02 (scale 50); guide a frozen copy of the base model"
+        in text
+    )
 
 
 def test_the_card_cites_what_the_run_used(card):
