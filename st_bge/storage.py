@@ -1,5 +1,5 @@
-"""What several stages keep on disk: the names of an output folder's files, the cache roots, the fingerprints that
-key cache entries, and atomic writes.
+"""What several stages keep on disk or name: the names of an output folder's files, the shape of a Hub id, the
+cache roots, the fingerprints that key cache entries, and atomic writes.
 
 The bottom layer: it imports no other st-bge module, so that data, evaluation, training and publishing can all
 share it without importing each other (tests/test_structure.py keeps every import pointing down the pipeline).
@@ -10,11 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
+
+# The shape of a Hub repo id, `name` or `namespace/name`: what model and dataset loaders tell apart from a path.
+HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 # ---- an output folder's files --------------------------------------------------------------------------------
 

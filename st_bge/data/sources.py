@@ -9,15 +9,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from st_bge.errors import DataError
+from st_bge.storage import HUB_ID
 
 LOCAL_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
-_HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
 
 @dataclass(frozen=True)
@@ -72,7 +71,7 @@ def read_records(
 
 def is_hub_dataset_id(name: str) -> bool:
     """A name that is no local file or folder and has the shape of a Hub dataset id (`user/name`, no data suffix)."""
-    return not Path(name).exists() and bool(_HUB_ID.match(name)) and not name.endswith(LOCAL_SUFFIXES)
+    return not Path(name).exists() and bool(HUB_ID.match(name)) and not name.endswith(LOCAL_SUFFIXES)
 
 
 def records_in_memory(rows: Any, source: str) -> Records:
