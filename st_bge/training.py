@@ -7,6 +7,7 @@ base-model evaluation, the final evaluation, the card and the results files are 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -116,9 +117,12 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     # Resuming writes into the run's own folder by design.
     check_output_dir(args.output_dir, overwrite=args.overwrite_output_dir or checkpoint is not None)
     set_seed(args.seed)
-    data = load_training_data(recipe.data, train_dataset=train_dataset, eval_set=eval_set)
-    if not recipe.evaluation.eval_enabled:
-        data.eval = data.selection = data.evaluation = None
+    if recipe.evaluation.eval_enabled:
+        data = load_training_data(recipe.data, train_dataset=train_dataset, eval_set=eval_set)
+    else:  # no queries held out of the training rows for an evaluation that will not run
+        no_hold_out = dataclasses.replace(recipe.data, eval_split_size=0.0, eval_dataset_name_or_path=None)
+        data = load_training_data(no_hold_out, train_dataset=train_dataset)
+        data.eval = data.selection = data.evaluation = None  # a BEIR folder's own test split too
     _check_evaluation_settings(recipe, data)
     _check_teacher_scores(recipe, data)
 

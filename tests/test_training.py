@@ -141,6 +141,27 @@ def test_the_python_api_trains_on_a_dataframe(tiny_bert_path, beir_folder, tmp_p
     assert (tmp_path / "notebook" / "model.safetensors").is_file()
 
 
+def test_eval_enabled_false_holds_no_training_rows_out(tiny_bert_path, tmp_path):
+    """Turning evaluation off must not still hold a fifth of the rows out for an evaluation that never runs."""
+    import pandas as pd
+
+    frame = pd.DataFrame({"anchor": [q for q, _ in TOPICS.values()], "positive": [c for _, c in TOPICS.values()]})
+    recipe = parse_recipe(
+        flags(
+            model_name_or_path=tiny_bert_path,
+            output_dir=tmp_path / "train-only",
+            loss="mnrl",
+            max_steps=1,
+            per_device_train_batch_size=4,
+            eval_split_size=0.2,
+            eval_enabled=False,
+            **NO_EVAL_DURING_TRAINING,
+        )
+    )
+    result = train(recipe, train_dataset=frame)
+    assert len(result.trainer.train_dataset) == len(TOPICS) and result.comparison is None
+
+
 def test_output_dir_with_files_is_not_overwritten(lora_run, tiny_bert_path, beir_folder, capsys):
     before = sorted(p.name for p in lora_run.output_dir.iterdir())
     code = train_quickstart_cli(tiny_bert_path, beir_folder, lora_run.output_dir)
