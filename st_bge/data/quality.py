@@ -454,6 +454,11 @@ class _Columns:
     def negatives(self) -> list[str]:
         return [column for column in self.raw if column not in ("anchor", "positive")]
 
+    @functools.cached_property
+    def scripts(self) -> dict[str, list[str]]:
+        """The dominant script of every normalised text, per column: the script mix and the language check share it."""
+        return {column: [_dominant_script(text) for text in texts] for column, texts in self.normalised.items()}
+
 
 def check_quality(
     train: Dataset,
@@ -796,16 +801,17 @@ def _count_tokens(tokenizer, texts: list[str]) -> list[int]:
 
 def _language_finding(columns: _Columns, scripts: set[str], language: list[str]) -> Finding:
     """Texts whose letters are mostly in a script that none of `language` is written in."""
+    expected = scripts | {NO_LETTERS}
     hits = [
         (i, column)
-        for column, texts in columns.normalised.items()
-        for i, text in enumerate(texts)
-        if _dominant_script(text) not in scripts | {NO_LETTERS}
+        for column, text_scripts in columns.scripts.items()
+        for i, script in enumerate(text_scripts)
+        if script not in expected
     ]
 
     def describe(hit: tuple[int, str]) -> str:
         i, column = hit
-        return f"train[{i}] {column} ({_dominant_script(columns.normalised[column][i])}): {_quote(columns.raw[column][i])}"
+        return f"train[{i}] {column} ({columns.scripts[column][i]}): {_quote(columns.raw[column][i])}"
 
     total = columns.rows * len(columns.raw)
     title = f"texts in a script {' / '.join(language)} is not written in"
@@ -816,8 +822,8 @@ def _language_finding(columns: _Columns, scripts: set[str], language: list[str])
 def _script_mix(columns: _Columns) -> dict[str, dict[str, float]]:
     """Per column group, the share of texts by dominant script, most common first."""
     scripts: dict[str, Counter[str]] = {}
-    for column, texts in columns.normalised.items():
-        scripts.setdefault(_group(column), Counter()).update(_dominant_script(text) for text in texts)
+    for column, text_scripts in columns.scripts.items():
+        scripts.setdefault(_group(column), Counter()).update(text_scripts)
     return {
         group: {script: n / counter.total() for script, n in counter.most_common()}
         for group, counter in scripts.items()
