@@ -1,39 +1,8 @@
-"""Hard negatives mined with sentence-transformers' `mine_hard_negatives`, with an account of every candidate.
+"""Hard negatives for (anchor, positive) rows, with an account of what each guard dropped.
 
-Mining ranks the corpus for each query with the base model and takes the best-ranked documents that are not
-the query's positive as its negatives. The best-ranked are also the likeliest *false* negatives: documents that
-answer the query as well as the labelled positive, which training would then push away. The guards below drop
-such candidates, in the order sentence-transformers applies them:
-
-1. query itself: a document whose text is the query's own (a corpus can hold its queries' texts);
-2. known positive: a document that is a positive of the same query (a query with several rows has several);
-3. absolute margin: score > positive score - margin;
-4. relative margin: score > positive score - |positive score| x margin. This is NV-Retriever's positive-aware
-   filter ("TopK-PercPos", arXiv 2407.15831): a margin of 0.05 keeps only candidates scored below 95% of the
-   positive, the setting that trained the best retrievers in that paper;
-5. max score: score > max_score, whatever the positive scores;
-6. rank window: then the `range_min` best-ranked survivors of 1-5 are skipped too.
-
-Margins compare against the query's *lowest* positive score (its hardest positive). With a cross-encoder, 3-5 and
-the ranking of the survivors use its scores instead of the embeddings'.
-
-sentence-transformers prints some of these numbers but returns none, so `mine_negatives` replays its selection on
-the very scores it used and checks that the replay picked exactly the negatives in its output. The scores come
-through public methods only: what `model.encode_query` / `encode_document` and `cross_encoder.predict` returned
-during mining is recorded (`_recorded_outputs`), so no second encoding pass and no reading of its cache files. The replay follows sentence-transformers 6.3's rules (6.3 added
-guard 1 and the extra candidate it takes to make room for it). Each candidate (a query's top `range_max` + the most
-positives any query has + 1, as sentence-transformers retrieves them) ends in exactly one bucket:
-
-    candidates = dropped_query_itself + dropped_known_positive + dropped_absolute_margin + dropped_relative_margin
-                 + dropped_max_score + dropped_rank_window + unused + kept + discarded_incomplete
-
-`unused`: passed every guard but was not needed (beyond range_max, or more than num_negatives); `kept`: a negative
-of its query in the mined rows (counted once per query, though a query with several positives has several rows);
-`discarded_incomplete`: passed every guard, but its query found fewer than num_negatives, and
-sentence-transformers drops such rows whole.
-
-Mined datasets are cached on disk, keyed by the model's weights, the data and the settings: mining costs an
-encoding pass over the corpus, and reruns (another learning rate, a resumed job) would mine the same again.
+st-bge ranks, guards and selects on its own (public encode and predict calls only), with the rules of
+sentence-transformers' `mine_hard_negatives`, so the counts and the rows come from one set of scores; the guards,
+the buckets and why: docs/mining.md.
 """
 
 from __future__ import annotations
@@ -45,19 +14,17 @@ import random
 import shutil
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import sentence_transformers
 import torch
 from datasets import Dataset, load_from_disk
 from sentence_transformers import CrossEncoder, SentenceTransformer
-from sentence_transformers.util import mine_hard_negatives
+from tqdm.auto import tqdm
 
 from st_bge.config import MiningArguments
 from st_bge.errors import DataError
@@ -314,60 +281,16 @@ def _store_entry(result: MiningResult, entry: Path) -> None:
         shutil.rmtree(partial, ignore_errors=True)
 
 
-# ---- mining and its replay -----------------------------------------------------------------------------------
-
-
-@contextmanager
-def _recorded_outputs(obj: Any, *methods: str) -> Iterator[dict[str, list[Any]]]:
-    """What `obj`'s public `methods` return while the block runs, per method in call order.
-
-    sentence-transformers returns neither the embeddings nor the cross-encoder scores its guards compared; recording
-    them as they are returned costs nothing, where computing them again would cost a second pass. The methods are
-    shadowed on this one instance, and what the instance had is given back afterwards.
-    """
-    outputs: dict[str, list[Any]] = {method: [] for method in methods}
-
-    def recording(method: str) -> Callable[..., Any]:
-        bound = getattr(obj, method)
-
-        def record(*args, **kwargs):
-            output = bound(*args, **kwargs)
-            outputs[method].append(output)
-            return output
-
-        return record
-
-    own = {method: vars(obj).get(method) for method in methods}  # set on the instance already, e.g. by a test
-    for method in methods:
-        setattr(obj, method, recording(method))
-    try:
-        yield outputs
-    finally:
-        for method, previous in own.items():
-            if previous is None:
-                delattr(obj, method)
-            else:
-                setattr(obj, method, previous)
-
-
-@contextmanager
-def _seeded_global_random(seed: int) -> Iterator[None]:
-    """sentence-transformers' "random" sampling draws from the global `random`; seed it, then give back its state."""
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        yield
-    finally:
-        random.setstate(state)
+# ---- ranking, guards and selection ---------------------------------------------------------------------------
 
 
 @dataclass
 class _Ranking:
-    """The candidates sentence-transformers ranked for each distinct query, and the scores its guards compared."""
+    """Each distinct query's candidates, best embedding score first, and the scores the guards compare."""
 
     queries: list[str]
     corpus: list[str]
-    positive_ids: list[list[int]]  # corpus positions of each query's positives, as sentence-transformers orders them
+    positive_ids: list[list[int]]  # corpus positions of each query's positives, in the order of its rows
     query_ids: torch.Tensor  # [queries] corpus position of each query's own text, -1 where the corpus lacks it
     indices: torch.Tensor  # [queries, candidates] corpus positions, best embedding rank first; -1 for no document
     embedding_scores: torch.Tensor
@@ -380,6 +303,14 @@ class _Ranking:
         return [len(ids) for ids in self.positive_ids]
 
 
+@dataclass
+class _Selection:
+    """Per query, the candidate slots of its negatives (best score first) and whether it found all of them."""
+
+    slots: torch.Tensor  # [queries, num_negatives] positions in `_Ranking.indices`
+    complete: torch.Tensor  # [queries] bool
+
+
 def _mine(
     pairs: Dataset,
     model: SentenceTransformer,
@@ -388,72 +319,27 @@ def _mine(
     corpus: list[str] | None,
     settings: dict[str, Any],
 ) -> MiningResult:
-    with ExitStack() as stack:
-        encoded = stack.enter_context(_recorded_outputs(model, "encode_query", "encode_document"))
-        rescored = (
-            stack.enter_context(_recorded_outputs(cross_encoder, "predict")) if cross_encoder is not None else None
-        )
-        stack.enter_context(_seeded_global_random(SEED))
-        dataset = mine_hard_negatives(
-            pairs,
-            model,
-            anchor_column_name="anchor",
-            positive_column_name="positive",
-            corpus=corpus,
-            cross_encoder=cross_encoder,
-            range_min=settings["range_min"],
-            range_max=settings["range_max"],
-            max_score=settings["max_score"],
-            absolute_margin=settings["absolute_margin"],
-            relative_margin=settings["relative_margin"],
-            num_negatives=settings["num_negatives"],
-            sampling_strategy=settings["sampling_strategy"],
-            output_format="n-tuple",
-            batch_size=args.mine_batch_size,
-            faiss_batch_size=SIMILARITY_CHUNK,
-            verbose=False,
-        )
-    if len(encoded["encode_query"]) != 1 or len(encoded["encode_document"]) != 1:
-        raise RuntimeError(
-            f"sentence-transformers {sentence_transformers.__version__} no longer embeds the mined queries and corpus "
-            "with one encode_query and one encode_document call each; st-bge's mining counts rely on it "
-            "(st_bge/data/mining.py, tests/test_mining.py)"
-        )
-    ranking = _replay_ranking(
-        model,
-        pairs,
-        corpus,
-        settings["range_max"],
-        encoded["encode_query"][0],
-        encoded["encode_document"][0],
-        rescored["predict"] if rescored is not None else None,
-    )
+    ranking = _rank(model, cross_encoder, pairs, corpus, settings["range_max"], args.mine_batch_size)
     verdict = _guard(ranking, ranking.scores, ranking.positive_scores, args)
     embedding_verdict = None
     if cross_encoder is not None:  # what the guards would have dropped on the embedding scores alone
         embedding_verdict = _guard(ranking, ranking.embedding_scores, ranking.embedding_positive_scores, args)
-    _select(verdict, ranking, settings)
-    if not _agrees_with_output(ranking, verdict, dataset):
-        logger.warning(
-            "The guard counts of hard-negative mining do not match the rows sentence-transformers %s mined; "
-            "the mined rows are fine, the counts may not be",
-            sentence_transformers.__version__,
-        )
+    selection = _select(verdict, ranking, settings)
+    dataset = _mined_rows(ranking, selection, settings["num_negatives"])
     counts = _counts(ranking, verdict, embedding_verdict, len(pairs), len(dataset))
     return MiningResult(dataset, counts, _dropped_sample(ranking, verdict), settings)
 
 
-def _replay_ranking(
+def _rank(
     model: SentenceTransformer,
+    cross_encoder: CrossEncoder | None,
     pairs: Dataset,
     corpus: list[str] | None,
     range_max: int,
-    query_embeddings: np.ndarray,
-    document_embeddings: np.ndarray,
-    cross_encoder_scores: list[torch.Tensor] | None,
+    batch_size: int,
 ) -> _Ranking:
-    """Rebuild sentence-transformers' candidate lists from the embeddings it computed, step for step, so that ties
-    and float rounding fall the same way."""
+    """Embed the distinct queries and documents (the corpus, then the positives it lacks), keep each query's best
+    `range_max` + most positives + 1 candidates, and rescore them with the cross-encoder if there is one."""
     anchors, positives = pairs["anchor"], pairs["positive"]
     queries = list(dict.fromkeys(anchors))
     documents = list(dict.fromkeys([*(corpus or []), *positives]))
@@ -465,7 +351,9 @@ def _replay_ranking(
         if document_id[positive] not in ids:
             ids.append(document_id[positive])
 
-    document_embeddings = torch.as_tensor(document_embeddings)
+    encode = {"batch_size": batch_size, "normalize_embeddings": True, "convert_to_numpy": True}
+    document_embeddings = torch.as_tensor(model.encode_document(documents, show_progress_bar=True, **encode))
+    query_embeddings = model.encode_query(queries, show_progress_bar=True, **encode)
     width = range_max + _max_positives(anchors) + 1  # one more, for the query's own text if the corpus holds it
     top = [
         torch.topk(
@@ -486,13 +374,34 @@ def _replay_ranking(
     flat_ids = [index for ids in positive_ids for index in ids]
     positive_scores = model.similarity_pairwise(query_embeddings[rows], document_embeddings[flat_ids]).to(model.device)
     rescored, rescored_positives = scores, positive_scores
-    if cross_encoder_scores is not None:  # one predict() per query's candidates, then one for all positives
-        rescored = torch.stack(cross_encoder_scores[: len(queries)]).to(device=scores.device, dtype=scores.dtype)
-        rescored_positives = cross_encoder_scores[len(queries)].to(model.device)
+    if cross_encoder is not None:
+        rescored, rescored_positives = _rescore(cross_encoder, queries, documents, indices, rows, flat_ids, batch_size)
+        rescored = rescored.to(device=scores.device, dtype=scores.dtype)
+        rescored_positives = rescored_positives.to(model.device)
     query_ids = torch.tensor([document_id.get(query, -1) for query in queries], device=indices.device)
     return _Ranking(
         queries, documents, positive_ids, query_ids, indices, scores, positive_scores, rescored, rescored_positives
     )
+
+
+def _rescore(
+    cross_encoder: CrossEncoder,
+    queries: list[str],
+    documents: list[str],
+    indices: torch.Tensor,
+    rows: list[int],
+    flat_ids: list[int],
+    batch_size: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The cross-encoder's scores of every query's candidates (one `predict` per query; an empty slot is scored on
+    the last document and guarded away as padding), then of every (query, positive)."""
+    predict = {"batch_size": batch_size, "convert_to_tensor": True, "show_progress_bar": False}
+    candidates = [
+        cross_encoder.predict([(query, documents[index]) for index in row], **predict)
+        for query, row in zip(tqdm(queries, desc="Rescoring with the cross-encoder"), indices.tolist(), strict=True)
+    ]
+    positive_pairs = [(queries[row], documents[index]) for row, index in zip(rows, flat_ids, strict=True)]
+    return torch.stack(candidates), cross_encoder.predict(positive_pairs, **predict)
 
 
 def _hardest_positives(ranking: _Ranking, positive_scores: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
@@ -535,56 +444,60 @@ def _guard(
     return verdict
 
 
-def _select(verdict: torch.Tensor, ranking: _Ranking, settings: dict[str, Any]) -> None:
-    """Sort each query's survivors as sentence-transformers does (best score first, dropped ones last), skip the
-    first range_min, pick num_negatives, and mark the rest (in place)."""
-    range_min, num_negatives = settings["range_min"], settings["num_negatives"]
+def _select(verdict: torch.Tensor, ranking: _Ranking, settings: dict[str, Any]) -> _Selection:
+    """Sort each query's survivors (best score first, dropped ones last), skip the first range_min, pick
+    num_negatives, and mark every survivor's bucket in `verdict` (in place)."""
+    range_min = settings["range_min"]
     guarded = ranking.scores.masked_fill(verdict != ALIVE, -float("inf"))
     ranked_scores, order = torch.topk(guarded, k=settings["range_max"], dim=1)
     in_window = torch.zeros_like(verdict, dtype=torch.bool).scatter_(1, order, True)
     verdict[(verdict == ALIVE) & ~in_window] = CODE["unused"]
 
+    picks = _picked_positions(ranked_scores[:, range_min:], settings) + range_min
+    picked_scores = ranked_scores.gather(1, picks)
+    complete = picked_scores.isfinite().all(dim=1)
     ranked = verdict.gather(1, order)
     alive = ranked == ALIVE
     positions = torch.arange(ranked.size(1), device=ranked.device)
     ranked[alive & (positions < range_min)] = CODE["dropped_rank_window"]
-    picked = _picked_positions(ranked_scores, settings).to(ranked.device)
+    picked = torch.zeros_like(alive).scatter_(1, picks, True)
     alive = ranked == ALIVE
-    ranked[alive & picked] = CODE["kept"]
     ranked[alive & ~picked] = CODE["unused"]
-    short = ((ranked == CODE["kept"]).sum(dim=1) < num_negatives)[:, None]
-    ranked[short & (ranked == CODE["kept"])] = CODE["discarded_incomplete"]
+    ranked[alive & picked & complete[:, None]] = CODE["kept"]
+    ranked[alive & picked & ~complete[:, None]] = CODE["discarded_incomplete"]
     verdict.scatter_(1, order, ranked)
+    return _Selection(order.gather(1, picks), complete)
 
 
-def _picked_positions(ranked_scores: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
-    """Which ranked positions sentence-transformers samples: the first num_negatives after range_min ("top"), or
-    `random.sample` over the surviving ones, drawn in the same order from the same seed ("random")."""
-    range_min, num_negatives = settings["range_min"], settings["num_negatives"]
-    picked = torch.zeros(ranked_scores.shape, dtype=torch.bool)
+def _picked_positions(window: torch.Tensor, settings: dict[str, Any]) -> torch.Tensor:
+    """[queries, num_negatives] positions in each row of ranked scores after range_min, best score first: the first
+    num_negatives ("top"), or `random.sample` over the surviving ones from a seeded generator ("random")."""
+    num_negatives = settings["num_negatives"]
     if settings["sampling_strategy"] == "top":
-        picked[:, range_min : range_min + num_negatives] = True
-        return picked
-    window = ranked_scores[:, range_min:]
+        return torch.arange(num_negatives, device=window.device).expand(window.size(0), -1)
     options = (window.size(1) - window.isinf().sum(dim=1)).clamp(min=num_negatives).tolist()
     rng = random.Random(SEED)
-    for row, count in enumerate(options):
-        picked[row, [range_min + position for position in rng.sample(range(count), k=num_negatives)]] = True
-    return picked
+    drawn = torch.tensor(
+        [rng.sample(range(count), k=num_negatives) for count in options], dtype=torch.long, device=window.device
+    ).reshape(window.size(0), num_negatives)
+    order = window.gather(1, drawn).sort(dim=1, descending=True).indices
+    return drawn.gather(1, order)
 
 
-def _agrees_with_output(ranking: _Ranking, verdict: torch.Tensor, dataset: Dataset) -> bool:
-    """Whether the replay kept exactly the negatives, and as many rows, as sentence-transformers' output."""
-    rows, slots = (verdict == CODE["kept"]).nonzero(as_tuple=True)
-    expected: dict[str, set[str]] = {}
-    for row, index in zip(rows.tolist(), ranking.indices[rows, slots].tolist(), strict=True):
-        expected.setdefault(ranking.queries[row], set()).add(ranking.corpus[index])
-    n_rows = sum(n for query, n in zip(ranking.queries, ranking.n_positives, strict=True) if query in expected)
-    mined: dict[str, set[str]] = {}
-    negative_columns = [dataset[column] for column in dataset.column_names if column.startswith("negative_")]
-    for anchor, *negatives in zip(dataset["anchor"], *negative_columns, strict=True):
-        mined.setdefault(anchor, set()).update(negatives)
-    return mined == expected and n_rows == len(dataset)
+def _mined_rows(ranking: _Ranking, selection: _Selection, num_negatives: int) -> Dataset:
+    """One row per (query, positive) of the queries that found all their negatives: anchor, positive, negative_1..n,
+    in query order, a query's positives in the order of its rows."""
+    columns: dict[str, list[str]] = {"anchor": [], "positive": []}
+    columns.update({f"negative_{i}": [] for i in range(1, num_negatives + 1)})
+    negative_ids = ranking.indices.gather(1, selection.slots).tolist()
+    for row in selection.complete.nonzero().flatten().tolist():
+        negatives = [ranking.corpus[index] for index in negative_ids[row]]
+        for positive in ranking.positive_ids[row]:
+            columns["anchor"].append(ranking.queries[row])
+            columns["positive"].append(ranking.corpus[positive])
+            for i, negative in enumerate(negatives, start=1):
+                columns[f"negative_{i}"].append(negative)
+    return Dataset.from_dict(columns)
 
 
 def _counts(
