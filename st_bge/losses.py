@@ -30,8 +30,7 @@ from torch import Tensor, nn
 from st_bge.config import LossArguments
 from st_bge.errors import ConfigError
 from st_bge.guide import embed_with_guide
-from st_bge.m3 import BGEM3Model
-from st_bge.m3_loss import CachedM3UnifiedLoss, M3UnifiedLoss
+from st_bge.m3 import BGEM3Model, CachedM3UnifiedLoss, M3UnifiedLoss
 
 logger = logging.getLogger(__name__)
 
@@ -61,13 +60,13 @@ def build_loss(
         )
     if args.kd_loss == "margin_mse":
         return MarginMSELoss(model, similarity_fct=pairwise_dot_score)
-    if is_m3_loss(args) or args.kd_loss != "none":
+    if args.kind.m3 or args.kd_loss != "none":
         # FlagEmbedding's distillation terms live in the unified loss; over the dense head alone it is its dense
         # objective: MNRL (InfoNCE at `temperature`) + the teacher term.
         return _m3_loss(model, args, gather)
-    if args.loss in ("mnrl", "cached_mnrl"):
+    if args.kind.family == "mnrl":
         kwargs = {"scale": 1.0 / args.temperature, "gather_across_devices": gather}
-        if args.loss == "mnrl":
+        if not args.kind.cached:
             return MultipleNegativesRankingLoss(model, **kwargs)
         return CachedMultipleNegativesRankingLoss(model, mini_batch_size=args.mini_batch_size, **kwargs)
 
@@ -82,37 +81,28 @@ def build_loss(
         "contrast_positives": args.gist_contrast_positives,
         "gather_across_devices": gather,
     }
-    if args.loss == "gist":
+    if not args.kind.cached:
         return GISTEmbedLoss(model, **kwargs)
     return CachedGISTEmbedLoss(model, mini_batch_size=args.mini_batch_size, **kwargs)
-
-
-def needs_guide(args: LossArguments) -> bool:
-    return args.loss in ("gist", "cached_gist")
-
-
-def is_m3_loss(args: LossArguments) -> bool:
-    """Whether the loss trains BGE-M3's heads (and so needs a `BGEM3Model`)."""
-    return args.loss in ("m3_unified", "cached_m3_unified")
 
 
 def require_m3_heads(model: SentenceTransformer, args: LossArguments) -> None:
     """Stop before any work if the M3 loss would train a head the model lacks.
 
     Raises:
-        ConfigError: a head named in `m3_heads` is missing.
+        ConfigError: a head named in `m3_train_heads` is missing.
     """
-    missing = [head for head in args.m3_heads if not isinstance(model, BGEM3Model) or head not in model.modes]
+    missing = [head for head in args.m3_train_heads if not isinstance(model, BGEM3Model) or head not in model.modes]
     if missing:
         raise ConfigError(
-            f"loss '{args.loss}' trains the {', '.join(missing)} head(s) (m3_heads), which the model does not have: "
-            "set m3_add_heads: true to give it new ones, or leave them out of m3_heads"
+            f"loss '{args.loss}' trains the {', '.join(missing)} head(s) (m3_train_heads), which the model does not have: "
+            "set m3_add_heads: true to give it new ones, or leave them out of m3_train_heads"
         )
 
 
 def _m3_loss(model: SentenceTransformer, args: LossArguments, gather: bool) -> M3UnifiedLoss:
-    heads = args.m3_heads if is_m3_loss(args) else ["dense"]
-    if is_m3_loss(args):
+    heads = args.m3_train_heads if args.kind.m3 else ["dense"]
+    if args.kind.m3:
         require_m3_heads(model, args)
     kwargs = {
         "temperature": args.temperature,
@@ -125,7 +115,7 @@ def _m3_loss(model: SentenceTransformer, args: LossArguments, gather: bool) -> M
         "flagembedding_compatible": args.m3_flagembedding_compatible,
         "kd_loss": None if args.kd_loss == "none" else args.kd_loss,
     }
-    if args.loss in ("m3_unified", "mnrl"):
+    if not args.kind.cached:
         return M3UnifiedLoss(model, **kwargs)
     return CachedM3UnifiedLoss(model, mini_batch_size=args.mini_batch_size, **kwargs)
 

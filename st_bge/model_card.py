@@ -18,9 +18,10 @@ from huggingface_hub.repocard_data import eval_results_to_model_index
 from sentence_transformers import SentenceTransformer
 from sentence_transformers.sentence_transformer.model_card import SentenceTransformerModelCardData
 
+from st_bge.config import LOSSES
 from st_bge.evaluation.comparison import RetrievalComparison
-from st_bge.m3 import BGEM3Model
-from st_bge.m3_loss import M3_CITATION
+from st_bge.m3 import M3_CITATION
+from st_bge.m3.card import card_details
 from st_bge.storage import CARD_INPUTS
 
 TEMPLATE_NAME = "st_bge_model_card.md"
@@ -80,29 +81,19 @@ CITATIONS = {
 }""",
     "BGE M3-Embedding": M3_CITATION,
 }
-LOSS_NAMES = {
-    "mnrl": "MultipleNegativesRankingLoss",
-    "cached_mnrl": "CachedMultipleNegativesRankingLoss",
-    "gist": "GISTEmbedLoss",
-    "cached_gist": "CachedGISTEmbedLoss",
-    "m3_unified": "BGE-M3's unified loss (dense + sparse + ColBERT, self-distillation)",
-    "cached_m3_unified": "BGE-M3's unified loss (dense + sparse + ColBERT, self-distillation), cached",
-}
 
 
 def citations_for(recipe: dict[str, Any], *, adapter: bool, m3: bool) -> list[str]:
     """The `CITATIONS` a run's card cites: its loss's papers, LoRA for an adapter, BGE-M3 for its modes or loss."""
-    loss = recipe.get("loss", {}).get("loss", "")
+    kind = LOSSES.get(recipe.get("loss", {}).get("loss", ""))
     names = []
-    if loss in ("mnrl", "cached_mnrl", "m3_unified", "cached_m3_unified"):
-        names.append("MultipleNegativesRankingLoss")
-    if "gist" in loss:
-        names.append("GISTEmbed")
-    if loss.startswith("cached_"):
-        names.append("GradCache")
+    if kind is not None:
+        names.append("GISTEmbed" if kind.guided else "MultipleNegativesRankingLoss")
+        if kind.cached:
+            names.append("GradCache")
     if adapter:
         names.append("LoRA")
-    if m3 or loss.startswith(("m3_", "cached_m3_")):
+    if m3 or (kind is not None and kind.m3):
         names.append("BGE M3-Embedding")
     return names
 
@@ -111,14 +102,15 @@ def loss_summary(recipe: dict[str, Any]) -> str:
     """The loss and its parameters in one sentence for the card."""
     loss = recipe.get("loss", {})
     name = loss.get("loss", "")
+    kind = LOSSES.get(name)
     temperature = loss.get("temperature")
-    parts = [f"{LOSS_NAMES.get(name, name)}, temperature {temperature:g} (scale {1 / temperature:g})"]
-    if "gist" in name:
+    parts = [f"{kind.title if kind else name}, temperature {temperature:g} (scale {1 / temperature:g})"]
+    if kind is not None and kind.guided:
         guide = loss.get("guide_model_name_or_path") or "a frozen copy of the base model"
         parts.append(
             f"guide {guide} masking in-batch candidates it scores above the positive ({loss.get('gist_margin_strategy')} margin {loss.get('gist_margin')})"
         )
-    if name.startswith("cached_"):
+    if kind is not None and kind.cached:
         parts.append(f"GradCache mini-batches of {loss.get('mini_batch_size')}")
     if loss.get("kd_loss", "none") != "none":
         parts.append(f"distilling a teacher's scores with {loss['kd_loss']}")
@@ -205,7 +197,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
             **card.get("citations", {}),
             **{name: CITATIONS[name] for name in citations_for(self.recipe, adapter=self.adapter, m3=self.m3)},
         }
-        card.update(self._m3_details())
+        card.update(card_details(self.model))
         if self.comparison is not None:
             # The Hub shows the model-index as the model's results: the ranx scores of this model, not the
             # scores sentence-transformers logged for the last evaluation during training.
@@ -223,16 +215,6 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
                 prefix = "" if mode == "dense" else f"{mode}: "
                 lines.append(prefix + comparison.in_words(comparison.models[-1], metric))
         return lines
-
-    def _m3_details(self) -> dict[str, Any]:
-        """What the template says about BGE-M3's modes (nothing for a dense model)."""
-        if not isinstance(self.model, BGEM3Model) or self.model.m3_heads is None:
-            return {"m3_modes": None}
-        return {
-            "m3_modes": self.model.modes,
-            "m3_colbert_dim": self.model.colbert_dim,
-            "m3_hidden_size": self.model.get_hidden_size(),
-        }
 
     def eval_results(self) -> list[EvalResult]:
         """The fine-tuned model's ranx scores as Hub `EvalResult`s (task: information retrieval), one per metric and

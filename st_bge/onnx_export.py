@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from sentence_transformers import SentenceTransformer
 
-from st_bge.config import ExportArguments, check_output_dir
+from st_bge.config import ExportArguments
 from st_bge.data import load_retrieval_set
 from st_bge.modeling import load_full_model, require_model_dir
-from st_bge.storage import ONNX_CHECK
+from st_bge.storage import ONNX_CHECK, check_output_dir
 
 ONNX_FILE = "model.onnx"
 QINT8_FILE = "model_qint8.onnx"

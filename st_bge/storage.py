@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from st_bge.errors import ConfigError
+
 # The shape of a Hub repo id, `name` or `namespace/name`: what model and dataset loaders tell apart from a path.
 HUB_ID = re.compile(r"^[\w.-]+(/[\w.-]+)?$")
 
@@ -110,3 +112,19 @@ def _replace_atomically(path: Path, write: Callable[[Path], object]) -> None:
     partial = path.with_suffix(".partial")
     write(partial)
     partial.replace(path)
+
+
+def check_output_dir(output_dir: str | Path, *, overwrite: bool) -> None:
+    """Refuse to write into a folder that already holds files unless `overwrite`: nothing the user had is lost.
+
+    Raises:
+        ConfigError: `output_dir` is a file, or a non-empty folder and `overwrite` is false.
+    """
+    output_dir = Path(output_dir)
+    if output_dir.is_file():
+        raise ConfigError(f"output_dir '{output_dir}' is a file")
+    if output_dir.is_dir() and not overwrite and any(p.name not in PRE_TRAINING_FILES for p in output_dir.iterdir()):
+        raise ConfigError(
+            f"output_dir '{output_dir}' already has files; choose another output_dir or pass "
+            "--overwrite_output_dir true to write over them"
+        )

@@ -22,8 +22,7 @@ from transformers import set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from st_bge.batching import TokenBudgetBatchSampler, padding_report, random_batches
-from st_bge.config import ModelArguments, Recipe, check_output_dir
+from st_bge.config import ModelArguments, Recipe
 from st_bge.data import InMemoryData, RetrievalSet, TrainingData, load_training_data
 from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.preparation import PreparedData, enforce_verdict, prepare_data
@@ -36,12 +35,13 @@ from st_bge.evaluation.metrics import evaluate_run
 from st_bge.evaluation.plots import plot_metric_bars, plot_training_curves
 from st_bge.evaluation.retrieval import ModeRuns, mode_notes
 from st_bge.guide import precompute_guide
-from st_bge.losses import build_loss, is_m3_loss, needs_guide, require_m3_heads
-from st_bge.m3 import BGEM3Model
-from st_bge.m3_loss import M3StepCallback, M3UnifiedLoss
+from st_bge.losses import build_loss, require_m3_heads
+from st_bge.m3 import BGEM3Model, M3StepCallback, M3UnifiedLoss
+from st_bge.m3.card import heads_notes
 from st_bge.model_card import StBgeModelCardData, attach_card_data
 from st_bge.modeling import add_lora, frozen_copy, load_model
-from st_bge.storage import point_adapter_at
+from st_bge.sampling import TokenBudgetBatchSampler, padding_report, random_batches
+from st_bge.storage import check_output_dir, point_adapter_at
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +126,8 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     _check_evaluation_settings(recipe, data)
     _check_teacher_scores(recipe, data)
 
-    model = load_model(recipe.model, as_m3=is_m3_loss(recipe.loss) or recipe.loss.m3_add_heads)
-    if is_m3_loss(recipe.loss) and not recipe.loss.m3_add_heads:
+    model = load_model(recipe.model, as_m3=recipe.loss.kind.m3 or recipe.loss.m3_add_heads)
+    if recipe.loss.kind.m3 and not recipe.loss.m3_add_heads:
         require_m3_heads(model, recipe.loss)
     prepared = _prepare_data(recipe, data, model)
 
@@ -163,7 +163,7 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     )
     attach_card_data(model, card_data, base_model=recipe.model.model_name_or_path)
 
-    guide = _load_guide(recipe, model) if needs_guide(recipe.loss) else None
+    guide = _load_guide(recipe, model) if recipe.loss.kind.guided else None
     if recipe.model.use_lora:
         add_lora(model, recipe.model)
     loss = build_loss(model, recipe.loss, guide=guide, world_size=args.world_size)
@@ -187,7 +187,7 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
         evaluator=selector,
         callbacks=[M3StepCallback(loss)] if isinstance(loss, M3UnifiedLoss) else None,
     )
-    if needs_guide(recipe.loss) and recipe.loss.gist_precompute_guide:
+    if recipe.loss.kind.guided and recipe.loss.gist_precompute_guide:
         # Batches the training's forward passes already fit (with gradients): the mini-batch of a cached loss.
         batch_size = getattr(loss, "mini_batch_size", args.per_device_train_batch_size)
         with args.main_process_first(desc="GIST guide embeddings"):  # the others read the main process's cache
@@ -228,14 +228,14 @@ def _configure_heads(model: BGEM3Model, recipe: Recipe) -> list[str]:
     """
     loss = recipe.loss
     added = model.add_missing_heads(loss.m3_colbert_dim) if loss.m3_add_heads else []
-    trained = [head for head in loss.m3_heads if head != "dense"] if is_m3_loss(loss) else []
+    trained = [head for head in loss.m3_train_heads if head != "dense"] if loss.kind.m3 else []
     if model.m3_heads is not None:
         for mode, head in model.m3_heads.by_mode().items():
             head.requires_grad_(mode in trained)
-    if is_m3_loss(loss) and loss.m3_freeze_encoder:
+    if loss.kind.m3 and loss.m3_freeze_encoder:
         model[0].auto_model.requires_grad_(False)
         logger.info("m3_freeze_encoder: training the %s head(s) only", ", ".join(trained))
-    notes = model.heads_notes(trained=trained, added=added)
+    notes = heads_notes(model, trained=trained, added=added)
     for note in notes:
         logger.warning(note)
     return notes

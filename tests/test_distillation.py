@@ -15,8 +15,7 @@ from st_bge.cli import main
 from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.sources import read_records
 from st_bge.errors import DataError
-from st_bge.m3 import BGEM3Model
-from st_bge.m3_loss import CachedM3UnifiedLoss, M3UnifiedLoss
+from st_bge.m3 import BGEM3Model, CachedM3UnifiedLoss, M3UnifiedLoss
 
 TEACHER = [[4.0, 1.0, -2.0], [3.0, 3.5, 0.0], [2.0, -1.0, 1.5], [5.0, 0.5, 0.25]]  # a reranker's raw scores
 

@@ -195,7 +195,7 @@ def _loss_with_rank_offset_zero(model, guide, config: Config, rows: slice) -> fl
     loss_fn = _build(model, guide, config, WORLD_SIZE)
     # Where the labels meet the rank: st-bge's M3 loss, st-bge's GIST gathering (it rolls this process's columns
     # first), sentence-transformers' MNRL.
-    module = "st_bge.m3_loss" if is_m3(config) else "st_bge.losses" if "gist" in config.loss else None
+    module = "st_bge.m3.loss" if is_m3(config) else "st_bge.losses" if "gist" in config.loss else None
     module = module or next(
         cls.__module__ for cls in type(loss_fn).__mro__ if cls.__module__.startswith("sentence_transformers.")
     )

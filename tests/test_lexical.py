@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from st_bge import lexical
-from st_bge.lexical import LexicalEntries, lexical_scores
-from st_bge.m3 import lexical_vectors
+from st_bge.m3 import lexical, lexical_vectors
+from st_bge.m3.lexical import LexicalEntries, lexical_scores
 
 VOCAB = 50
 

@@ -16,6 +16,7 @@ from sentence_transformers import SentenceTransformer
 from st_bge.config import ModelArguments
 from st_bge.errors import ConfigError
 from st_bge.m3 import BGEM3Model, M3Embeddings
+from st_bge.m3.card import heads_notes
 from st_bge.modeling import add_lora
 
 TEXTS = [text for pair in TOPICS.values() for text in pair]
@@ -155,7 +156,7 @@ def test_a_missing_head_is_a_warning_never_a_random_head(tiny_xlmr_path, tmp_pat
     assert f"{folder} has no colbert_linear.pt: its colbert mode is untrained and left out" in caplog.text
     with pytest.raises(ValueError, match="this model has no colbert mode"):
         model.encode_m3(TEXTS[:1], modes=["colbert"])
-    assert "this model has no colbert mode" in model.heads_notes()[0]
+    assert "this model has no colbert mode" in heads_notes(model)[0]
 
 
 def test_a_head_of_the_wrong_shape_is_one_message(tiny_xlmr_path, tmp_path):

@@ -8,8 +8,7 @@ from conftest import NO_EVAL_DURING_TRAINING, RECIPES, assert_same_m3_outputs, f
 from m3_batch import PAIRS, assert_same, columns, flagembedding
 
 from st_bge.config import parse_recipe
-from st_bge.m3 import BGEM3Model
-from st_bge.m3_loss import CachedM3UnifiedLoss, M3UnifiedLoss, colbert_scores
+from st_bge.m3 import BGEM3Model, CachedM3UnifiedLoss, M3UnifiedLoss, colbert_scores
 from st_bge.training import train
 
 
@@ -86,10 +85,10 @@ def changed(before: dict, after: dict) -> set[str]:
     ("fields", "expected"),
     [
         ({}, {"encoder", "sparse", "colbert"}),
-        ({"m3_heads": ["dense", "sparse"]}, {"encoder", "sparse"}),
-        ({"m3_heads": ["colbert"], "m3_freeze_encoder": True}, {"colbert"}),
+        ({"m3_train_heads": ["dense", "sparse"]}, {"encoder", "sparse"}),
+        ({"m3_train_heads": ["colbert"], "m3_freeze_encoder": True}, {"colbert"}),
         (
-            {"m3_heads": ["sparse", "colbert"], "m3_freeze_encoder": True, "loss": "cached_m3_unified"},
+            {"m3_train_heads": ["sparse", "colbert"], "m3_freeze_encoder": True, "loss": "cached_m3_unified"},
             {"sparse", "colbert"},
         ),
     ],
@@ -168,7 +167,7 @@ def test_an_m3_loss_on_a_model_without_heads_stops_before_training(tiny_bert_pat
     argv = flags(model_name_or_path=tiny_bert_path, dataset_name_or_path=beir_folder, output_dir=tmp_path / "x")
     assert main(["train", str(RECIPES / "quickstart.yaml"), *argv, "--loss", "m3_unified"]) == 2
     assert capsys.readouterr().err.splitlines()[-1] == (  # after the model-loading progress bar
-        "st-bge: error: loss 'm3_unified' trains the sparse, colbert head(s) (m3_heads), which the model does not "
-        "have: set m3_add_heads: true to give it new ones, or leave them out of m3_heads"
+        "st-bge: error: loss 'm3_unified' trains the sparse, colbert head(s) (m3_train_heads), which the model does not "
+        "have: set m3_add_heads: true to give it new ones, or leave them out of m3_train_heads"
     )
     assert not (tmp_path / "x").exists()

@@ -62,7 +62,7 @@ def test_the_recipe_lists_what_differs_from_the_defaults_and_folds_the_rest(card
     assert "`use_lora: true`" in shown and "`lora_r:" not in shown and "`pooling:" not in shown
     assert "`lora_r: 16`" in folded
     assert "Enum" not in text and "SchedulerType." not in text and "IntervalStrategy." not in text
-    for unused in ("mine_num_negatives", "m3_heads", "score_cross_encoder", "synth_"):
+    for unused in ("mine_num_negatives", "m3_train_heads", "score_cross_encoder", "synth_"):
         assert unused not in text  # mining, BGE-M3, teacher scores, synthesis: none of them ran
     assert (
         "**Objective:** CachedGISTEmbedLoss, temperature 0.02 (scale 50); guide a frozen copy of the base model"

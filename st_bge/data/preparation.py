@@ -14,13 +14,13 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from st_bge.config import MiningArguments, QualityArguments, Recipe, check_output_dir
+from st_bge.config import MiningArguments, QualityArguments, Recipe
 from st_bge.data import TrainingData, load_training_data, source_names
 from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.mining import MiningResult, mine_negatives
 from st_bge.data.quality import QualityReport, check_quality
 from st_bge.errors import ConfigError, DataError
-from st_bge.storage import DATA_QUALITY_MARKDOWN, DATA_REPORTS_FOLDER
+from st_bge.storage import DATA_QUALITY_MARKDOWN, DATA_REPORTS_FOLDER, check_output_dir
 
 logger = logging.getLogger(__name__)
 

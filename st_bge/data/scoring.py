@@ -17,11 +17,18 @@ import torch
 from datasets import Dataset
 from sentence_transformers import CrossEncoder
 
-from st_bge.config import Recipe, ScoringArguments, check_output_dir
+from st_bge.config import Recipe, ScoringArguments
 from st_bge.data import load_training_data, source_names
 from st_bge.data.formats import SCORES_COLUMN, text_columns
 from st_bge.errors import ConfigError
-from st_bge.storage import SCORE_REPORT, cache_dir, model_fingerprint, save_atomically, texts_fingerprint
+from st_bge.storage import (
+    SCORE_REPORT,
+    cache_dir,
+    check_output_dir,
+    model_fingerprint,
+    save_atomically,
+    texts_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 

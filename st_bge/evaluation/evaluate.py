@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from st_bge.config import EvalRecipe, ModelArguments, check_output_dir
+from st_bge.config import EvalRecipe, ModelArguments
 from st_bge.data import ANY_SPLIT, RetrievalSet, load_retrieval_set
 from st_bge.errors import ConfigError
 from st_bge.evaluation.analysis import (
@@ -38,7 +38,7 @@ from st_bge.evaluation.plots import plot_embedding_maps, plot_metric_bars, plot_
 from st_bge.evaluation.retrieval import ModeRuns, mode_notes, model_modes, optimize_hybrid_weights, retrieve_modes
 from st_bge.markdown import markdown_table
 from st_bge.modeling import load_model
-from st_bge.storage import CARD_INPUTS
+from st_bge.storage import CARD_INPUTS, check_output_dir
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,8 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
-import scipy.sparse
-import torch
 from ranx import Qrels, Run, fuse, optimize_fusion
 from sentence_transformers import SentenceTransformer
-from sentence_transformers.multi_vector_encoder import maxsim
 from sentence_transformers.util import semantic_search
 
 from st_bge.bge import ENSEMBLE_WEIGHTS, MODES
@@ -33,11 +29,9 @@ from st_bge.data.retrieval_set import RetrievalSet
 from st_bge.evaluation.cache import EmbeddingCache
 from st_bge.evaluation.metrics import quiet_numba, to_run
 from st_bge.m3 import BGEM3Model, M3Embeddings
+from st_bge.m3.search import M3Search
 
 logger = logging.getLogger(__name__)
-
-BASE_MODES = MODES
-SCORE_CHUNK_ELEMENTS = 50_000_000  # query x document scores held at once (200 MB of float32)
 
 
 def model_modes(model: SentenceTransformer) -> list[str]:
@@ -154,15 +148,32 @@ def retrieve_modes(
     if modes == ["dense"]:
         kwargs = {"top_k": top_k, "batch_size": batch_size, "show_progress_bar": show_progress_bar, "cache": cache}
         return ModeRuns(runs={"dense": retrieve(model, retrieval_set, **kwargs)})
-    return _M3Search(model, retrieval_set, modes, top_k, batch_size, show_progress_bar, cache).run(
-        hybrid_weights, colbert_max_memory_mb
+    encode_kwargs = {"batch_size": batch_size, "show_progress_bar": show_progress_bar}
+    encode_corpus = None
+    if cache is not None:
+        doc_ids, doc_texts = list(retrieval_set.corpus), list(retrieval_set.corpus.values())
+
+        def encode_corpus(modes: list[str]) -> M3Embeddings:
+            return cache.encode_m3_documents(model, doc_ids, doc_texts, modes, **encode_kwargs)
+
+    search = M3Search(model, retrieval_set.queries, retrieval_set.corpus, modes, top_k, encode_corpus, **encode_kwargs)
+    rankings = search.run(colbert_max_memory_mb)
+    runs = {mode: to_run(ranking, name=mode) for mode, ranking in rankings.top.items() if mode in modes}
+    candidates = {mode: to_run(scores, name=mode) for mode, scores in rankings.candidates.items()}
+    if "hybrid" in modes:
+        runs["hybrid"] = fuse_modes(candidates, hybrid_weights, rankings.top_k)
+    return ModeRuns(
+        runs={mode: runs[mode] for mode in modes},
+        candidates=candidates,
+        colbert_search=rankings.colbert_search,
+        hybrid_weights=list(hybrid_weights) if "hybrid" in modes else None,
     )
 
 
 def fuse_modes(candidates: dict[str, Run], weights: Sequence[float], top_k: int, name: str = "hybrid") -> Run:
     """`ranx.fuse` of the candidates' raw scores, weighted (dense, sparse, ColBERT order), cut to the top k."""
-    runs = [candidates[mode] for mode in BASE_MODES if mode in candidates]
-    chosen = [weight for mode, weight in zip(BASE_MODES, weights, strict=True) if mode in candidates]
+    runs = [candidates[mode] for mode in MODES if mode in candidates]
+    chosen = [weight for mode, weight in zip(MODES, weights, strict=True) if mode in candidates]
     with quiet_numba():
         fused = fuse(runs, norm=None, method="wsum", params={"weights": list(chosen)})
     ranked = {
@@ -175,165 +186,10 @@ def fuse_modes(candidates: dict[str, Run], weights: Sequence[float], top_k: int,
 def optimize_hybrid_weights(qrels: Qrels, candidates: dict[str, Run], metric: str) -> list[float]:
     """The weights (dense, sparse, ColBERT order) that maximise `metric` on `qrels`, by `ranx.optimize_fusion`'s
     grid search of the weighted sum; a mode the candidates lack gets weight 0."""
-    modes = [mode for mode in BASE_MODES if mode in candidates]
+    modes = [mode for mode in MODES if mode in candidates]
     queries = set(qrels.keys())
     runs = [to_run({q: d for q, d in candidates[mode].to_dict().items() if q in queries}) for mode in modes]
     with quiet_numba():
         best = optimize_fusion(qrels, runs, norm=None, method="wsum", metric=metric)
     weights = dict(zip(modes, best["weights"], strict=True))
-    return [float(weights.get(mode, 0.0)) for mode in BASE_MODES]
-
-
-class _M3Search:
-    """The exact search of every mode for one model and retrieval set (see the module docstring)."""
-
-    def __init__(
-        self,
-        model: BGEM3Model,
-        retrieval_set: RetrievalSet,
-        modes: list[str],
-        top_k: int,
-        batch_size: int,
-        show_progress_bar: bool | None,
-        cache: EmbeddingCache | None,
-    ) -> None:
-        self.model = model
-        self.modes = modes
-        self.base_modes = [m for m in BASE_MODES if m in modes or ("hybrid" in modes and m in model.modes)]
-        self.query_ids = list(retrieval_set.queries)
-        self.doc_ids = list(retrieval_set.corpus)
-        self.doc_texts = [retrieval_set.corpus[doc_id] for doc_id in self.doc_ids]
-        self.query_texts = [retrieval_set.queries[query_id] for query_id in self.query_ids]
-        self.top_k = min(top_k, len(self.doc_ids))
-        self.encode_kwargs = {"batch_size": batch_size, "show_progress_bar": show_progress_bar}
-        self.cache = cache
-
-    def run(self, hybrid_weights: Sequence[float], colbert_max_memory_mb: float) -> ModeRuns:
-        exact_colbert = "colbert" in self.base_modes and self._colbert_fits(colbert_max_memory_mb)
-        if "colbert" in self.base_modes and not exact_colbert:
-            # Re-ranking needs the dense and sparse candidates: the same forward pass gives them.
-            self.base_modes = [mode for mode in BASE_MODES if mode in self.model.modes]
-        queries = self.model.encode_m3(
-            self.query_texts, prompt_name="query", modes=self.base_modes, **self.encode_kwargs
-        )
-        corpus_modes = [m for m in self.base_modes if m != "colbert" or exact_colbert]
-        documents = self._encode_corpus(corpus_modes)
-        top, candidate_scores = self._search(queries, documents)
-        colbert_search = None
-        if "colbert" in self.base_modes:
-            colbert_search = "exact" if exact_colbert else "rerank"
-            if not exact_colbert:
-                self._rerank_colbert(queries, top, candidate_scores)
-        runs = {mode: self._run(top[mode], mode) for mode in self.base_modes if mode in self.modes}
-        candidates = {}
-        if "hybrid" in self.modes:
-            candidates = {mode: self._candidate_run(candidate_scores, mode) for mode in self.base_modes}
-            runs["hybrid"] = fuse_modes(candidates, hybrid_weights, self.top_k)
-        return ModeRuns(
-            runs={mode: runs[mode] for mode in self.modes},
-            candidates=candidates,
-            colbert_search=colbert_search,
-            hybrid_weights=list(hybrid_weights) if "hybrid" in self.modes else None,
-        )
-
-    def _colbert_fits(self, max_memory_mb: float) -> bool:
-        """Whether every document's ColBERT vectors (float32) fit in `max_memory_mb`; counted from token lengths."""
-        tokenizer = self.model.tokenizer
-        lengths = tokenizer(self.doc_texts, truncation=True, max_length=self.model.max_seq_length, return_length=True)
-        vectors = sum(length - 1 for length in lengths["length"])  # CLS has no ColBERT vector
-        megabytes = vectors * self.model.colbert_dim * 4 / 2**20
-        if megabytes > max_memory_mb:
-            logger.info(
-                "ColBERT: the corpus' token vectors need %.0f MB > colbert_max_memory_mb %s: re-ranking the dense "
-                "and sparse top-%d instead of searching the whole corpus",
-                megabytes,
-                max_memory_mb,
-                self.top_k,
-            )
-            return False
-        return True
-
-    def _encode_corpus(self, modes: list[str]) -> M3Embeddings:
-        if self.cache is not None:
-            return self.cache.encode_m3_documents(
-                self.model, self.doc_ids, self.doc_texts, modes, **self.encode_kwargs
-            )
-        return self.model.encode_m3(self.doc_texts, prompt_name="document", modes=modes, **self.encode_kwargs)
-
-    def _search(
-        self, queries: M3Embeddings, documents: M3Embeddings
-    ) -> tuple[dict[str, list[dict[int, float]]], list[dict[int, dict[str, float]]]]:
-        """Per mode the top-k {doc index: score} of each query, and each query's candidates' scores in every mode."""
-        modes = documents.modes
-        top: dict[str, list[dict[int, float]]] = {mode: [] for mode in self.base_modes}
-        candidates: list[dict[int, dict[str, float]]] = []
-        doc_sparse = _to_csr(documents.sparse).T.tocsr() if documents.sparse is not None else None
-        chunk = max(1, SCORE_CHUNK_ELEMENTS // len(self.doc_ids))
-        for start in range(0, len(self.query_ids), chunk):
-            rows = range(start, min(start + chunk, len(self.query_ids)))
-            scores = {}
-            if "dense" in modes:
-                scores["dense"] = queries.dense[start : rows.stop] @ documents.dense.T
-            if "sparse" in modes:
-                product = _to_csr(queries.sparse.index_select(0, torch.arange(start, rows.stop))) @ doc_sparse
-                scores["sparse"] = torch.from_numpy(product.toarray())
-            if "colbert" in modes:
-                scores["colbert"] = maxsim(
-                    queries.colbert[start : rows.stop], documents.colbert, length_normalize=True
-                )
-            for mode, matrix in scores.items():
-                values, indices = matrix.topk(self.top_k, dim=1)
-                for row_values, row_indices in zip(values.tolist(), indices.tolist(), strict=True):
-                    kept = {i: v for i, v in zip(row_indices, row_values, strict=True) if mode != "sparse" or v > 0}
-                    top[mode].append(kept)
-            for offset in range(len(rows)):
-                union = sorted({i for mode in scores for i in top[mode][start + offset]})
-                candidates.append({i: {mode: float(scores[mode][offset, i]) for mode in scores} for i in union})
-        return top, candidates
-
-    def _rerank_colbert(
-        self,
-        queries: M3Embeddings,
-        top: dict[str, list[dict[int, float]]],
-        candidates: list[dict[int, dict[str, float]]],
-    ) -> None:
-        """ColBERT scores of each query's dense + sparse candidates, the only documents encoded for ColBERT."""
-        pool = sorted({i for query_candidates in candidates for i in query_candidates})
-        vectors = self.model.encode_m3(
-            [self.doc_texts[i] for i in pool], prompt_name="document", modes=["colbert"], **self.encode_kwargs
-        ).colbert
-        by_doc = dict(zip(pool, vectors, strict=True))
-        for query_index, query_candidates in enumerate(candidates):
-            doc_indices = sorted(query_candidates)
-            scores = maxsim([queries.colbert[query_index]], [by_doc[i] for i in doc_indices], length_normalize=True)[0]
-            for i, score in zip(doc_indices, scores.tolist(), strict=True):
-                query_candidates[i]["colbert"] = score
-            best = sorted(zip(doc_indices, scores.tolist(), strict=True), key=lambda item: -item[1])[: self.top_k]
-            top["colbert"].append(dict(best))
-
-    def _run(self, rankings: list[dict[int, float]], mode: str) -> Run:
-        return to_run(
-            {
-                qid: {self.doc_ids[i]: s for i, s in ranking.items()}
-                for qid, ranking in zip(self.query_ids, rankings, strict=True)
-            },
-            name=mode,
-        )
-
-    def _candidate_run(self, candidates: list[dict[int, dict[str, float]]], mode: str) -> Run:
-        return to_run(
-            {
-                qid: {self.doc_ids[i]: scores[mode] for i, scores in query_candidates.items()}
-                for qid, query_candidates in zip(self.query_ids, candidates, strict=True)
-            },
-            name=mode,
-        )
-
-
-def _to_csr(matrix: torch.Tensor) -> scipy.sparse.csr_matrix:
-    """A torch sparse COO (rows, vocabulary) matrix as scipy CSR."""
-    matrix = matrix.coalesce()
-    rows, cols = matrix.indices().numpy()
-    return scipy.sparse.csr_matrix(
-        (matrix.values().numpy(), (rows, cols)), shape=tuple(matrix.size()), dtype=np.float32
-    )
+    return [float(weights.get(mode, 0.0)) for mode in MODES]

@@ -1,28 +1,6 @@
 """BGE-M3's unified fine-tuning as a sentence-transformers loss: dense, sparse and ColBERT trained together, with
-self-distillation from their ensemble (Chen et al., 2024; FlagEmbedding's `EncoderOnlyEmbedderM3Model`).
-
-For one batch of (anchor, positive, negative_1, ..., negative_k) rows, each head scores every query against every
-candidate (the batch's positives and hard negatives: in-batch negatives), at temperature `temperature`:
-
-- dense: dot product of the CLS embeddings; sparse: lexical matching (dot product of the lexical vectors);
-  ColBERT: mean over the query's vectors of the best similarity to a candidate's vectors;
-- ensemble = 1 x dense + 0.3 x sparse + 1 x ColBERT (`ensemble_weights`);
-- loss = (InfoNCE(dense) + InfoNCE(ensemble) + 0.1 x InfoNCE(sparse) + InfoNCE(ColBERT)) / 4 (`loss_weights`
-  give 1, 0.1, 1);
-- self-distillation (from step `self_distill_start_step`): with the teacher p = softmax(ensemble), detached,
-  loss += (CE(p, dense) + 0.1 x CE(p, sparse) + CE(p, ColBERT)) / 3, then loss /= 2, where CE(p, s) =
-  -mean(sum(p x log_softmax(s))) (FlagEmbedding's `kl_div`, the KL divergence up to the teacher's entropy).
-
-A subset of `heads` keeps the same form over the heads it names (no ensemble or distillation with one head: plain
-InfoNCE). Under several processes every head's candidates are gathered (`gather_across_devices`), so N processes
-train as one on the global batch. `flagembedding_compatible` reproduces FlagEmbedding 1.4 exactly instead: only the
-dense candidates are gathered, and a candidate's padding counts as ColBERT vectors of similarity 0 (its training
-scores pad every passage to the batch's longest; its inference scores, and st-bge's by default, use real tokens
-only).
-
-`CachedM3UnifiedLoss` computes the same loss and gradients with GradCache (sentence-transformers'
-`CachedLossMixin`): one mini-batch of activations at a time, so BGE-M3's large batches fit.
-"""
+self-distillation from their ensemble, as FlagEmbedding's `EncoderOnlyEmbedderM3Model` (formulas: docs/bge-m3.md);
+`CachedM3UnifiedLoss` gives the same loss and gradients one mini-batch of activations at a time (GradCache)."""
 
 from __future__ import annotations
 
@@ -40,10 +18,9 @@ from torch.utils.checkpoint import checkpoint
 from transformers import TrainerCallback
 
 from st_bge.bge import ENSEMBLE_WEIGHTS, LOSS_WEIGHTS, MODES
-from st_bge.lexical import LexicalEntries, lexical_scores
-from st_bge.m3 import BGEM3Model
+from st_bge.m3.lexical import LexicalEntries, lexical_scores
+from st_bge.m3.model import BGEM3Model
 
-HEADS = MODES
 COLBERT_CHUNK_ELEMENTS = 2**26  # token similarities held at once when scoring ColBERT (256 MB of float32)
 M3_CITATION = """
 @misc{bge-m3,
@@ -113,8 +90,7 @@ class M3UnifiedLoss(nn.Module):
     Example:
         ::
 
-            from st_bge import BGEM3Model
-            from st_bge.m3_loss import M3UnifiedLoss
+            from st_bge.m3 import BGEM3Model, M3UnifiedLoss
 
             model = BGEM3Model("BAAI/bge-m3")
             loss = M3UnifiedLoss(model)  # then SentenceTransformerTrainer(model=model, loss=loss, ...)
@@ -124,7 +100,7 @@ class M3UnifiedLoss(nn.Module):
         self,
         model: BGEM3Model,
         temperature: float = 0.02,
-        heads: Sequence[str] = HEADS,
+        heads: Sequence[str] = MODES,
         ensemble_weights: Sequence[float] = ENSEMBLE_WEIGHTS,
         loss_weights: Sequence[float] = LOSS_WEIGHTS,
         self_distill: bool = True,
@@ -142,9 +118,9 @@ class M3UnifiedLoss(nn.Module):
         self.model = model
         self.vocab_size = model.vocab_size if "sparse" in heads else None
         self.temperature = temperature
-        self.heads = [head for head in HEADS if head in heads]
-        self.ensemble_weights = dict(zip(HEADS, ensemble_weights, strict=True))
-        self.loss_weights = dict(zip(HEADS, loss_weights, strict=True))
+        self.heads = [head for head in MODES if head in heads]
+        self.ensemble_weights = dict(zip(MODES, ensemble_weights, strict=True))
+        self.loss_weights = dict(zip(MODES, loss_weights, strict=True))
         self.self_distill = self_distill
         self.self_distill_start_step = self_distill_start_step
         self.gather_across_devices = gather_across_devices
@@ -264,8 +240,8 @@ class M3UnifiedLoss(nn.Module):
         return {
             "temperature": self.temperature,
             "heads": self.heads,
-            "ensemble_weights": [self.ensemble_weights[h] for h in HEADS],
-            "loss_weights": [self.loss_weights[h] for h in HEADS],
+            "ensemble_weights": [self.ensemble_weights[h] for h in MODES],
+            "loss_weights": [self.loss_weights[h] for h in MODES],
             "self_distill": self.self_distill,
             "self_distill_start_step": self.self_distill_start_step,
             "gather_across_devices": self.gather_across_devices,

@@ -8,9 +8,9 @@ from conftest import NO_EVAL_DURING_TRAINING, flags
 from datasets import Dataset
 from transformers import AutoTokenizer
 
-from st_bge import batching
-from st_bge.batching import TokenBudgetBatchSampler, padding_report, random_batches, row_token_lengths
+from st_bge import sampling
 from st_bge.config import parse_recipe
+from st_bge.sampling import TokenBudgetBatchSampler, padding_report, random_batches, row_token_lengths
 from st_bge.training import train
 
 
@@ -87,7 +87,7 @@ def test_training_with_a_token_budget(tiny_bert_path, tmp_path, caplog, monkeypa
     )
     caplog.set_level("INFO")
     tokenized = []
-    monkeypatch.setattr(batching, "row_token_lengths", lambda *a: tokenized.append(1) or row_token_lengths(*a))
+    monkeypatch.setattr(sampling, "row_token_lengths", lambda *a: tokenized.append(1) or row_token_lengths(*a))
     train(parse_recipe(argv))
     assert "padding" in caplog.text and "with a budget of 256 tokens" in caplog.text
     assert len(tokenized) == 1  # the start-up report and the Trainer's sampler share the token lengths

@@ -1,15 +1,5 @@
-"""BGE-M3's lexical (sparse) scores for training, without a texts x vocabulary tensor.
-
-A text's lexical vector has one weight per token id it contains (the largest of the id's occurrences), so it is
-held as its non-zero entries (`LexicalEntries`: row, token id, weight), at most tokens-per-text of them. The scores
-of every query against every candidate, sum over shared ids of w_q x w_d, are computed by `lexical_scores`, an
-autograd function that works through the queries in chunks and keeps at most (chunk, vocabulary) and
-(chunk, candidates' entries) at a time, forward and backward.
-
-Dense (texts, vocabulary) vectors would cost 4 bytes x 250,002 per text for BGE-M3, three times over with their
-gradient and autograd's saved copy: 24 GB for a batch of 1024 queries with 7 negatives each. The entries cost
-three numbers per token.
-"""
+"""BGE-M3's lexical (sparse) scores for training, from each text's non-zero entries (`LexicalEntries`), never a
+texts x vocabulary tensor; the memory arithmetic: docs/bge-m3.md."""
 
 from __future__ import annotations
 
