@@ -1,7 +1,8 @@
 """st-bge: fine-tune BGE embedding models for a retrieval domain, the sentence-transformers way.
 
-The stages, one module each: `config` (recipes) -> `data` (`synthesis`: pairs for a corpus without queries) ->
-`modeling` (+ LoRA, `m3` for BGE-M3's heads) -> `losses` -> `training` (SentenceTransformerTrainer) -> `evaluation` (ranx) -> `model_card` -> `publish` -> `serving`.
+The stages: `config` (recipes) -> `data` (`synthesis`: pairs for a corpus without queries) -> `modeling`
+(+ LoRA; `m3`: BGE-M3, one package) -> `losses` -> `training` (SentenceTransformerTrainer) -> `evaluation` (ranx)
+-> `model_card` -> `publish` -> `serving`; `commands` (and `cli`, which gathers them) sit on top and run them.
 
 The public API is what the `st-bge` command calls, one function per subcommand, each taking the parsed recipe
 (or arguments) dataclass:
@@ -45,7 +46,7 @@ _PUBLIC = {
     "check_data": ("st_bge.data.preparation", "check_data"),
     "mine": ("st_bge.data.preparation", "mine"),
     "score": ("st_bge.data.scoring", "score"),
-    "synth": ("st_bge.synthesis", "synth"),
+    "synth": ("st_bge.synthesis.pipeline", "synth"),
     "train": ("st_bge.training", "train"),
     "evaluate": ("st_bge.evaluation.evaluate", "evaluate_models"),
     "push": ("st_bge.publish", "push"),

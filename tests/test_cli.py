@@ -21,19 +21,44 @@ from st_bge.errors import StBgeError
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Subcommand -> (the parser it uses, the public function it calls).
+# Subcommand -> (the parser it uses, the stage function it calls, as "module:name"). The public name of each
+# stage in `st_bge` is the same function (`test_the_public_api_is_what_the_commands_run`).
 CALLS = {
-    "train": ("parse_recipe", "train"),
-    "eval": ("parse_eval_recipe", "evaluate"),
-    "data check": ("parse_data_recipe", "check_data"),
-    "data mine": ("parse_data_recipe", "mine"),
-    "data score": ("parse_data_recipe", "score"),
-    "data synth": ("parse_synth_recipe", "synth"),
-    "push": ("parse_push_arguments", "push"),
-    "export": ("parse_export_arguments", "export"),
-    "serve": ("parse_serve_arguments", "serve"),
-    "check-endpoint": ("parse_endpoint_check_arguments", "check_endpoint"),
+    "train": ("parse_recipe", "st_bge.training:train"),
+    "eval": ("parse_eval_recipe", "st_bge.evaluation.evaluate:evaluate_models"),
+    "data check": ("parse_data_recipe", "st_bge.data.preparation:check_data"),
+    "data mine": ("parse_data_recipe", "st_bge.data.preparation:mine"),
+    "data score": ("parse_data_recipe", "st_bge.data.scoring:score"),
+    "data synth": ("parse_synth_recipe", "st_bge.synthesis.pipeline:synth"),
+    "push": ("parse_push_arguments", "st_bge.publish:push"),
+    "export": ("parse_export_arguments", "st_bge.onnx_export:export_model"),
+    "serve": ("parse_serve_arguments", "st_bge.serving.app:serve"),
+    "check-endpoint": ("parse_endpoint_check_arguments", "st_bge.serving.check:check_endpoint"),
 }
+PUBLIC = {
+    "train": "train",
+    "eval": "evaluate",
+    "data check": "check_data",
+    "data mine": "mine",
+    "data score": "score",
+    "data synth": "synth",
+    "push": "push",
+    "export": "export",
+    "serve": "serve",
+    "check-endpoint": "check_endpoint",
+}
+
+
+def patch_stage(monkeypatch, name, stage):
+    module, attribute = CALLS[name][1].split(":")
+    monkeypatch.setattr(importlib.import_module(module), attribute, stage)
+
+
+@pytest.mark.parametrize("name", list(CALLS))
+def test_the_public_api_is_what_the_commands_run(name):
+    module, attribute = CALLS[name][1].split(":")
+    assert getattr(st_bge, PUBLIC[name]) is getattr(importlib.import_module(module), attribute)
+    assert getattr(st_bge, CALLS[name][0]) is getattr(config, CALLS[name][0])
 
 
 @pytest.mark.parametrize("name", sorted(set(st_bge.__all__) - {"__version__"}))
@@ -52,16 +77,16 @@ def test_every_subcommand_is_registered():
 
 @pytest.mark.parametrize("name", list(CALLS))
 def test_each_subcommand_calls_the_public_function(name, monkeypatch):
-    parser, function = CALLS[name]
+    parser = CALLS[name][0]
     calls = []
     parsed = SimpleNamespace(name="parsed")
-    monkeypatch.setattr(st_bge, parser, lambda argv, **names: calls.append(("parse", argv)) or parsed)
+    monkeypatch.setattr(config, parser, lambda argv, **names: calls.append(("parse", argv)) or parsed)
 
     def stage(arguments):
         calls.append(("call", arguments))
         raise StBgeError("stop here")  # the printing is not under test
 
-    monkeypatch.setattr(st_bge, function, stage)
+    patch_stage(monkeypatch, name, stage)
     assert main([*name.split(), "recipe.yaml", "--seed", "1"]) == 2
     positional = COMMANDS[name].positional
     assert calls == [("parse", [positional, "recipe.yaml", "--seed", "1"]), ("call", parsed)]
@@ -69,16 +94,16 @@ def test_each_subcommand_calls_the_public_function(name, monkeypatch):
 
 def test_a_data_file_is_the_data_commands_dataset(monkeypatch):
     seen = []
-    monkeypatch.setattr(st_bge, "parse_data_recipe", lambda argv, **names: seen.append(argv) or SimpleNamespace())
-    monkeypatch.setattr(st_bge, "check_data", lambda recipe: (_ for _ in ()).throw(StBgeError("x")))
+    monkeypatch.setattr(config, "parse_data_recipe", lambda argv, **names: seen.append(argv) or SimpleNamespace())
+    patch_stage(monkeypatch, "data check", lambda recipe: (_ for _ in ()).throw(StBgeError("x")))
     main(["data", "check", "pairs.jsonl"])
     assert seen == [["--dataset_name_or_path", "pairs.jsonl"]]
 
 
 def test_a_corpus_is_what_data_synth_writes_queries_for(monkeypatch):
     seen = []
-    monkeypatch.setattr(st_bge, "parse_synth_recipe", lambda argv, **names: seen.append(argv) or SimpleNamespace())
-    monkeypatch.setattr(st_bge, "synth", lambda recipe: (_ for _ in ()).throw(StBgeError("x")))
+    monkeypatch.setattr(config, "parse_synth_recipe", lambda argv, **names: seen.append(argv) or SimpleNamespace())
+    patch_stage(monkeypatch, "data synth", lambda recipe: (_ for _ in ()).throw(StBgeError("x")))
     main(["data", "synth", "corpus_folder", "--synth_generator", "ict"])
     assert seen == [["--synth_corpus", "corpus_folder", "--synth_generator", "ict"]]
 
@@ -197,7 +222,7 @@ def test_each_command_takes_the_other_commands_model_flag_as_an_alias(argv, fiel
         seen.append(parsed)
         raise StBgeError("stop here")
 
-    monkeypatch.setattr(st_bge, CALLS[argv[0]][1], stage)
+    patch_stage(monkeypatch, argv[0], stage)
     assert main(argv) == 2
     parsed = seen[0].run if argv[0] == "eval" else seen[0]
     assert getattr(parsed, field) == value

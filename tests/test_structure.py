@@ -98,3 +98,44 @@ def test_no_import_cycle_among_st_bge_modules():
 def test_the_bottom_layer_imports_no_stage(module):
     imported = import_graph()[module] - {"st_bge.errors"}
     assert not imported, f"{module} is shared by every stage and must not import {sorted(imported)}"
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        for target in graph[todo.pop()] - seen:
+            seen.add(target)
+            todo.append(target)
+    return seen
+
+
+def test_the_cli_sits_on_top_of_the_stages_it_runs():
+    """The commands import their stages (no name resolved from a string), so the graph draws the CLI above them,
+    and no stage imports a command back."""
+    graph = import_graph()
+    below_cli = reachable(graph, "st_bge.cli")
+    stages = {
+        "st_bge.training",
+        "st_bge.evaluation.evaluate",
+        "st_bge.data.preparation",
+        "st_bge.data.scoring",
+        "st_bge.synthesis.pipeline",
+        "st_bge.publish",
+        "st_bge.onnx_export",
+        "st_bge.serving.app",
+        "st_bge.serving.check",
+    }
+    assert stages <= below_cli, f"the CLI does not import {sorted(stages - below_cli)}"
+    for module, targets in graph.items():
+        if not module.startswith(("st_bge.cli", "st_bge.commands")):
+            assert not {t for t in targets if t.startswith(("st_bge.cli", "st_bge.commands"))}, module
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE_DIR.rglob("__init__.py")), ids=lambda path: str(path.parent.name))
+def test_package_inits_are_faces(path):
+    """A package's `__init__` names what the package offers; the code lives in named modules (the top-level
+    `st_bge/__init__.py` resolves its names on first use, so `import st_bge` stays fast)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    defined = [node.name for node in tree.body if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+    allowed = {"__getattr__", "__dir__"} if path.parent == PACKAGE_DIR else set()
+    assert set(defined) <= allowed, f"{path}: {sorted(set(defined) - allowed)} belong in a named module"
