@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from st_bge.config import parse_recipe
@@ -115,3 +117,32 @@ def test_yaml_false_overrides_a_true_default(tmp_path):
 def test_a_recipe_path_parses_like_its_config_flag():
     """A notebook user writes `parse_recipe("recipe.yaml")`, not argv."""
     assert parse_recipe("recipes/quickstart.yaml") == parse_recipe(["--config", "recipes/quickstart.yaml"])
+
+
+@pytest.mark.parametrize("where", ["yaml", "flag"])
+def test_a_renamed_field_keeps_its_old_name_with_a_warning(tmp_path, where):
+    recipe = tmp_path / "old.yaml"
+    lines = ["model_name_or_path: BAAI/bge-m3", "loss: m3_unified"]
+    argv = ["--config", str(recipe)]
+    if where == "yaml":
+        lines.append("m3_heads: [dense, sparse]")
+    else:
+        argv += ["--m3_heads", "dense", "sparse"]
+    recipe.write_text("\n".join(lines) + "\n")
+    with pytest.warns(FutureWarning, match="'m3_heads' is now called 'm3_train_heads'"):
+        parsed = parse_recipe(argv)
+    assert parsed.loss.m3_train_heads == ["dense", "sparse"]
+    assert "m3_train_heads" in parsed.given
+
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+@pytest.mark.parametrize("path", sorted(RECIPES.rglob("*.yaml")), ids=lambda path: str(path.relative_to(RECIPES)))
+def test_every_shipped_recipe_parses(path):
+    if path.parent.name == "eval":
+        from st_bge.config import parse_eval_recipe
+
+        parse_eval_recipe(path)
+    else:
+        parse_recipe(path)
