@@ -95,6 +95,14 @@ def test_cross_field_check(recipe_file):
         parse_recipe(["--config", str(recipe_file), "--eval_primary_metric", "mrr@10"])
 
 
+@pytest.mark.parametrize("name", ["m3_ensemble_weights", "m3_loss_weights", "eval_hybrid_weights"])
+@pytest.mark.parametrize("weights", [["1", "0.3"], ["1", "-0.1", "1"]], ids=["two", "negative"])
+def test_mode_weights_are_three_non_negative_numbers(recipe_file, name, weights):
+    """Every field of per-mode weights (loss, distillation ensemble, hybrid retrieval) is checked the same way."""
+    with pytest.raises(ConfigError, match=rf"^{name}: three non-negative weights \(dense, sparse, colbert\)"):
+        parse_recipe(["--config", str(recipe_file), f"--{name}", *weights])
+
+
 def test_a_hub_token_in_a_recipe_is_refused_and_never_in_the_recipe_dict(recipe_file):
     with pytest.raises(ConfigError, match=r"hub_token does not belong in a recipe .* set the HF_TOKEN"):
         parse_recipe(["--config", str(recipe_file), "--hub_token", "hf_secret"])

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import typing
 from pathlib import Path
 
 import pytest
@@ -20,11 +21,11 @@ from chat_server import ChatServer
 from conftest import RECIPES, REPO, TOPICS, flags, train_two_steps
 
 from st_bge.cli import main
-from st_bge.config import parse_recipe, parse_synth_recipe
+from st_bge.config import SynthArguments, parse_recipe, parse_synth_recipe
 from st_bge.data import load_retrieval_set, load_training_data
 from st_bge.errors import ConfigError, DataError
 from st_bge.synthesis import synth
-from st_bge.synthesis.generators import ICTGenerator, SynthError, sentence_spans
+from st_bge.synthesis.generators import GENERATORS, ICTGenerator, SynthError, sentence_spans
 from st_bge.synthesis.journal import JOURNAL
 from st_bge.synthesis.passages import Passage, load_corpus
 from st_bge.synthesis.prompts import build_prompt_template, check_template, parse_reply
@@ -95,6 +96,13 @@ def test_sentences_split_in_english_chinese_and_code():
     assert sentences("高血压能吃党参。党参可以降血压！谢谢") == ["高血压能吃党参。", "党参可以降血压！", "谢谢"]
     assert sentences("def f(x):\n    y = x + 1\n    return y") == ["def f(x):", "y = x + 1", "return y"]
     assert sentences("v1.5 is out. Use 3.14 here.") == ["v1.5 is out.", "Use 3.14 here."]
+
+
+def test_the_recipe_offers_exactly_the_registered_generators():
+    """`synth_generator`'s choices are `GENERATORS`' names, and each generator journals under its own name."""
+    choices = typing.get_args(typing.get_type_hints(SynthArguments)["synth_generator"])
+    assert sorted(choices) == sorted(GENERATORS)
+    assert all(name == generator.name for name, generator in GENERATORS.items())
 
 
 def test_ict_takes_a_sentence_out_of_its_passage_the_same_way_every_run():

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from st_bge.bge import ENSEMBLE_WEIGHTS, MODES
+from st_bge.config.fields import check_mode_weights
 from st_bge.config.parser import Argv, RecipeParser
 from st_bge.errors import ConfigError
 
@@ -72,11 +73,7 @@ class EvaluationArguments:
         unknown = [mode for mode in self.eval_modes or [] if mode not in RETRIEVAL_MODES]
         if unknown:
             raise ConfigError(f"eval_modes: unknown mode(s) {unknown}; choose among {list(RETRIEVAL_MODES)}")
-        weights = self.eval_hybrid_weights
-        if len(weights) != 3 or any(weight < 0 for weight in weights):
-            raise ConfigError(
-                f"eval_hybrid_weights: three non-negative weights (dense, sparse, colbert) are needed, got {weights}"
-            )
+        check_mode_weights("eval_hybrid_weights", self.eval_hybrid_weights)
 
 
 @dataclass

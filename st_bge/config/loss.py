@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from st_bge.bge import ENSEMBLE_WEIGHTS, LOSS_WEIGHTS, MODES
+from st_bge.config.fields import check_mode_weights
 from st_bge.errors import ConfigError
 
 
@@ -178,11 +179,7 @@ class LossArguments:
         if unknown_heads or not self.m3_train_heads:
             raise ConfigError(f"m3_train_heads: {self.m3_train_heads} is not a subset of {list(MODES)}")
         for name in ("m3_ensemble_weights", "m3_loss_weights"):
-            weights = getattr(self, name)
-            if len(weights) != 3 or any(weight < 0 for weight in weights):
-                raise ConfigError(
-                    f"{name}: three non-negative weights (dense, sparse, colbert) are needed, got {weights}"
-                )
+            check_mode_weights(name, getattr(self, name))
 
     def uses(self, key: str) -> bool:
         """Whether field `key` applies to this loss (a card lists only those)."""

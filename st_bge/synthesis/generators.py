@@ -1,6 +1,7 @@
 """What writes the queries: the inverse cloze task (no model) or an LLM behind an OpenAI-compatible chat endpoint.
 
-Both answer one passage at a time with a `Generation`; `st_bge.synthesis.journal` runs them over a corpus, keeps what
+`GENERATORS` is the one list of them, by the name `synth_generator` gives (a test keeps the recipe field's choices
+equal to it). Each answers one passage at a time with a `Generation`; `st_bge.synthesis.journal` runs them over a corpus, keeps what
 they answered and resumes. The LLM generator retries what a busy or flaky server does (429, 5xx, timeouts,
 dropped connections) with exponential backoff and counts every retry by kind; a reply it cannot use is an
 answer too (counted, journaled, not asked again); a request that runs out of retries is a failure (not
@@ -18,6 +19,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
 
 from st_bge.config import SynthArguments
 from st_bge.errors import ConfigError, StBgeError
@@ -59,11 +61,27 @@ class Generation:
         return cls(record["passage_id"], list(record["queries"]), record.get("positives"), record.get("unusable"))
 
 
+class Generator(Protocol):
+    """What the journal runs: `concurrency` passages at a time through `generate`, retries counted by kind."""
+
+    name: ClassVar[str]
+    # Whether it writes from a prompt (`synth_prompt_template`, few-shot examples): the pipeline builds one only then.
+    prompted: ClassVar[bool]
+    concurrency: int
+    retries: Counter
+
+    def settings(self) -> dict[str, object]: ...
+
+    def generate(self, passage: Passage) -> Generation: ...
+
+
 class ICTGenerator:
     """The inverse cloze task (Lee et al., 2019): a sentence of the passage is the query, and the passage without
     it is the positive (with probability `keep_sentence` the sentence stays, so that word overlap is learnt too).
     Every choice is seeded by the passage id, so a passage gets the same queries in every run."""
 
+    name = "ict"
+    prompted = False
     concurrency = 1
     retries: Counter
 
@@ -75,7 +93,7 @@ class ICTGenerator:
 
     def settings(self) -> dict[str, object]:
         """What decides the output: a journal written with other settings is not resumed."""
-        return {"generator": "ict", "n": self.n, "keep_sentence": self.keep_sentence, "seed": self.seed}
+        return {"generator": self.name, "n": self.n, "keep_sentence": self.keep_sentence, "seed": self.seed}
 
     def generate(self, passage: Passage) -> Generation:
         spans = sentence_spans(passage.text)
@@ -118,12 +136,15 @@ class OpenAIGenerator:
     from the environment and handed to the client only, never to a log, a file or an error message.
     """
 
+    name = "openai"
+    prompted = True
+
     def __init__(self, args: SynthArguments, template: PromptTemplate) -> None:
         try:
             import openai
         except ImportError:
             raise ConfigError(
-                "synth_generator 'openai' needs the openai client: pip install 'st-bge[synth]'"
+                f"synth_generator '{self.name}' needs the openai client: pip install 'st-bge[synth]'"
             ) from None
 
         self.args = args
@@ -148,7 +169,7 @@ class OpenAIGenerator:
         """What decides the output: a journal written with other settings is not resumed."""
         args = self.args
         return {
-            "generator": "openai",
+            "generator": self.name,
             "base_url": args.synth_base_url,
             "model": args.synth_model,
             "template": self.template.template,
@@ -234,6 +255,10 @@ def _message(error: object) -> str:
     return str(getattr(error, "message", error))[:200]
 
 
-def build_generator(args: SynthArguments, template: PromptTemplate | None) -> ICTGenerator | OpenAIGenerator:
-    """The recipe's generator (`template`: the prompt, for the LLM generator)."""
-    return ICTGenerator(args) if args.synth_generator == "ict" else OpenAIGenerator(args, template)
+GENERATORS: dict[str, type[Generator]] = {generator.name: generator for generator in (ICTGenerator, OpenAIGenerator)}
+
+
+def build_generator(args: SynthArguments, template: PromptTemplate | None) -> Generator:
+    """The recipe's generator (`template`: the prompt, for a `prompted` one)."""
+    generator = GENERATORS[args.synth_generator]
+    return generator(args, template) if generator.prompted else generator(args)

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from st_bge.data.sources import read_text_lines
 from st_bge.errors import ConfigError, DataError
 from st_bge.storage import write_text_atomically
-from st_bge.synthesis.generators import Generation, ICTGenerator, OpenAIGenerator, SynthError
+from st_bge.synthesis.generators import Generation, Generator, SynthError
 from st_bge.synthesis.passages import Passage
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class Journal:
 
 
 def run_generator(
-    generator: ICTGenerator | OpenAIGenerator,
+    generator: Generator,
     passages: list[Passage],
     journal: Journal,
     *,
@@ -160,9 +160,7 @@ def run_generator(
     return run
 
 
-def _run_concurrently(
-    generator: OpenAIGenerator, pending: list[Passage], record: Callable[[Generation], None]
-) -> None:
+def _run_concurrently(generator: Generator, pending: list[Passage], record: Callable[[Generation], None]) -> None:
     """At most `concurrency` requests in flight, submitted as others finish (so a kill loses no more than those)."""
     queue = iter(pending)
     with ThreadPoolExecutor(max_workers=generator.concurrency, thread_name_prefix="synth") as pool:

@@ -27,7 +27,7 @@ from st_bge.errors import ConfigError
 from st_bge.markdown import markdown_table
 from st_bge.storage import write_text_atomically
 from st_bge.synthesis.filters import FILTERS, Candidate, FilterLog, round_trip, text_filters
-from st_bge.synthesis.generators import Generation, build_generator
+from st_bge.synthesis.generators import GENERATORS, Generation, build_generator
 from st_bge.synthesis.journal import JOURNAL, SETTINGS, GenerationRun, Journal, run_generator
 from st_bge.synthesis.passages import Corpus, Passage, load_corpus
 from st_bge.synthesis.prompts import build_prompt_template, render_examples
@@ -78,7 +78,7 @@ def synth(recipe: Recipe) -> SynthResult:
     passages = corpus.sample(args.synth_max_passages, args.synth_seed).passages
     language = corpus.language() if args.synth_language == "auto" else args.synth_language
     template = None
-    if args.synth_generator == "openai":
+    if GENERATORS[args.synth_generator].prompted:
         examples = render_examples(args.synth_few_shot_file, language)
         template = build_prompt_template(
             args.synth_prompt_template, language=language, domain=args.synth_domain, examples=examples
