@@ -112,11 +112,6 @@ def guide_features(loss: nn.Module, guide: SentenceTransformer, features: dict[s
     return batch_to_device(guide.preprocess(texts), features["input_ids"].device)
 
 
-def embed_with_guide(loss: nn.Module, features: dict[str, Any]) -> Tensor:
-    """The guide's embeddings of a batch of the model's features, as a GIST loss computes them."""
-    return loss.guide(guide_features(loss, loss.guide, features))["sentence_embedding"]
-
-
 def precompute_guide(
     loss: nn.Module,
     data_collator,

@@ -7,7 +7,7 @@ would not add any.
 
 Under several processes the in-batch losses gather every process's candidates (`gather_across_devices`), so
 that 2 processes train exactly as 1 process on the global batch (tests/test_distributed.py). The GIST losses need
-one addition for that, and use less memory in their similarities: `_GISTSimilarities` below.
+one addition for that, and use less memory in their similarities: `_GISTSimilarities` below, docs/gist.md.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from st_bge.config import LossArguments
 from st_bge.errors import ConfigError
-from st_bge.guide import embed_with_guide
+from st_bge.guide import guide_features
 from st_bge.m3 import BGEM3Model, CachedM3UnifiedLoss, M3UnifiedLoss
 
 logger = logging.getLogger(__name__)
@@ -121,29 +121,10 @@ def _m3_loss(model: SentenceTransformer, args: LossArguments, gather: bool) -> M
 
 
 class _GISTSimilarities:
-    """How st-bge's GIST losses compute their similarity matrices: in 2-D, and against every process's columns.
-
-    Both sentence-transformers GIST losses (6.2, 6.3) compute every similarity as `sim_matrix(rows, columns)`, the
-    one method this class overrides (tests/test_losses.py checks the losses against theirs, tests/test_distributed.py
-    2 processes against 1):
-
-    - Memory. Theirs broadcasts `nn.CosineSimilarity` over (rows, columns, dim), which holds rows x columns x dim
-      floats per matrix, and keeps them for backward: with the cached loss that is mini-batch x global batch x dim,
-      so its memory grew with the batch (all-MiniLM-L6-v2, mini-batch 32: peak tensors 310 MiB at batch 512,
-      498 MiB at 1024; benchmarks/HISTORY.md). A matmul of unit vectors (`util.cos_sim`) holds rows x columns.
-    - DDP. Under `gather_across_devices` they gather the candidates (positives, negatives) across processes but
-      not the anchors, so the anchor-anchor term (`contrast_anchors`, on by default) contrasts an anchor only with
-      its own process's anchors, and 2 processes do not train as 1 on the global batch (the loss was off by
-      0.04-0.23 on the test model of tests/test_distributed.py). So sentence-transformers is told not to gather,
-      and the gathering happens here, by one rule for every term: the columns of a similarity are gathered from
-      every process (with gradients), rolled so that this process's own come first. Their code without gathering
-      places each target, self-similarity mask and positive guard at the local column; with this process's columns
-      first those stay right, and the column order within a softmax term changes nothing else. A column tensor is
-      gathered once per forward (the cached loss scores every mini-batch against the same columns).
-
-    What would let this go: sentence-transformers gathering the anchors of the anchor-anchor term itself (then only
-    the 2-D similarity remains, and that too if theirs stops broadcasting). tests/test_distributed.py's
-    `test_anchor_contrast_would_be_caught_per_device` fails on the release that does it.
+    """How st-bge's GIST losses compute their similarity matrices: in 2-D (theirs broadcasts over the embedding
+    dimension, and its memory grew with the batch), and against every process's columns (theirs leaves the
+    anchor-anchor term's anchors local, so 2 processes did not train as 1). Why, and the upstream behaviour it
+    relies on, each with its pinning test: docs/gist.md.
     """
 
     def __init__(self, *args, gather_across_devices: bool = False, **kwargs) -> None:
@@ -183,13 +164,8 @@ class GISTEmbedLoss(_GISTSimilarities, st_losses.GISTEmbedLoss):
 
 class CachedGISTEmbedLoss(_GISTSimilarities, st_losses.CachedGISTEmbedLoss):
     """sentence-transformers' `CachedGISTEmbedLoss`, with st-bge's similarities (`_GISTSimilarities`), and one pass
-    where GradCache has nothing to split.
-
-    GradCache embeds every mini-batch without gradients, computes the loss and its gradients with respect to the
-    embeddings, then embeds each mini-batch again with gradients. When a step's batch fits in one mini-batch
-    (`per_device_train_batch_size <= mini_batch_size`, the quickstart's 32 and 32) that first pass buys nothing:
-    this loss then embeds once with gradients and computes the same loss (`calculate_loss`) on those embeddings,
-    as the uncached loss would (tests/test_losses.py: loss and gradients equal theirs).
+    where GradCache has nothing to split: when a step's batch fits in one mini-batch, its first (no-gradient) pass
+    buys nothing, so the batch is embedded once with gradients and `calculate_loss` runs on that (docs/gist.md).
     """
 
     _said_one_pass = False
@@ -204,9 +180,11 @@ class CachedGISTEmbedLoss(_GISTSimilarities, st_losses.CachedGISTEmbedLoss):
                 self.mini_batch_size,
             )
             self._said_one_pass = True
+        # The guide's inputs are taken before the model writes its outputs into the features, as theirs does.
+        guide_inputs = [guide_features(self, self.guide, features) for features in sentence_features]
         embeddings = [[self.model(features)["sentence_embedding"]] for features in sentence_features]
         with torch.no_grad():
-            guide_embeddings = [[embed_with_guide(self, features)] for features in sentence_features]
+            guide_embeddings = [[self.guide(inputs)["sentence_embedding"]] for inputs in guide_inputs]
         return self.calculate_loss(embeddings, guide_embeddings)
 
     def _fits_one_mini_batch(self, sentence_features: list[dict[str, Tensor]]) -> bool:

@@ -259,15 +259,14 @@ def load_model(args: ModelArguments, *, as_m3: bool = False) -> SentenceTransfor
 
 def set_pooling(model: SentenceTransformer, mode: str, *, normalize: bool) -> None:
     """Replace the model's Pooling module with `mode` pooling, and make it end in Normalize if asked."""
-    names = list(model._modules)
-    pooling_index = next((i for i, name in enumerate(names) if isinstance(model._modules[name], Pooling)), None)
+    pooling_index = next((i for i, module in enumerate(model) if isinstance(module, Pooling)), None)
     dimension = model[0].get_embedding_dimension()
     if pooling_index is None:
         raise ConfigError(f"pooling '{mode}': the model has no Pooling module to set")
-    current = model._modules[names[pooling_index]]
+    current = model[pooling_index]
     if current.pooling_mode != mode:
         logger.info("Pooling: %s -> %s", current.pooling_mode, mode)
-        model._modules[names[pooling_index]] = Pooling(dimension, mode, include_prompt=current.include_prompt)
+        model[pooling_index] = Pooling(dimension, mode, include_prompt=current.include_prompt)
     if normalize and not any(isinstance(module, Normalize) for module in model):
         model.append(Normalize())
 

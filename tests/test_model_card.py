@@ -7,6 +7,9 @@ from __future__ import annotations
 import pytest
 import yaml
 from conftest import train_two_steps
+from sentence_transformers import SentenceTransformer
+
+from st_bge.model_card import attach_card_data, card_data_from_folder
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"
 
@@ -25,6 +28,21 @@ def card(beir_folder, tmp_path_factory):
     )
     text = (output / "README.md").read_text()
     return text, yaml.safe_load(text.split("---")[1]), output
+
+
+def test_a_card_attached_to_a_loaded_model_replaces_its_own_readme(card, tmp_path):
+    """Upstream: a loaded SentenceTransformer keeps its folder's README as `_model_card_text` and saves it back as
+    the card unless the card data carries the trainer's `generated_from_trainer` tag, which a model saved outside
+    training (`st-bge push`'s staging) does not. st-bge reads the license from it, then clears it
+    (`model_card.attach_card_data`). If this fails, sentence-transformers renamed or dropped that attribute: the
+    license comes back None, or all-MiniLM's own card (its 'Community week using JAX/Flax' background) is saved."""
+    _, _, output = card
+    model = SentenceTransformer(MINILM)
+    attach_card_data(model, card_data_from_folder(output), base_model=MINILM)
+    model.save(str(tmp_path))
+    text = (tmp_path / "README.md").read_text()
+    assert yaml.safe_load(text.split("---")[1])["license"] == "apache-2.0"
+    assert "Community week using JAX/Flax" not in text and "st-bge" in text
 
 
 def test_the_card_has_the_base_models_license_and_the_datasets(card):
