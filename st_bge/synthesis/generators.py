@@ -1,11 +1,11 @@
 """What writes the queries: the inverse cloze task (no model) or an LLM behind an OpenAI-compatible chat endpoint.
 
 `GENERATORS` is the one list of them, by the name `synth_generator` gives (a test keeps the recipe field's choices
-equal to it). Each answers one passage at a time with a `Generation`; `st_bge.synthesis.journal` runs them over a corpus, keeps what
-they answered and resumes. The LLM generator retries what a busy or flaky server does (429, 5xx, timeouts,
-dropped connections) with exponential backoff and counts every retry by kind; a reply it cannot use is an
-answer too (counted, journaled, not asked again); a request that runs out of retries is a failure (not
-journaled: a rerun asks again).
+equal to it). Each answers one passage at a time with a `Generation`; `st_bge.synthesis.journal` runs them over a
+corpus, keeps what they answered and resumes. The LLM generator retries what a busy or flaky server does (429, 5xx,
+timeouts, dropped connections) with exponential backoff and counts every retry by kind; a reply it cannot use is an
+answer too (counted, journaled, not asked again); a request that runs out of retries is a failure (not journaled: a
+rerun asks again).
 """
 
 from __future__ import annotations
