@@ -38,6 +38,7 @@ CARD_INPUT_FIELDS = (
     "dataset_ids",
     "load_id",
     "m3",
+    "merge",
 )
 # Fewer evaluation queries than this get a word of caution beside the results: a few queries move a mean a lot.
 FEW_QUERIES = 100
@@ -146,6 +147,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
         adapter: Whether the folder holds a LoRA adapter rather than full weights.
         notes: Extra lines for the "Limitations" section (e.g. BGE-M3 heads that were not trained).
         include_examples: Put training-text examples and widget examples in the card.
+        merge: What `st-bge merge` made this model from (`merging.merge_record`), if it did.
     """
 
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +160,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
     dataset_ids: list[str] = field(default_factory=list)
     load_id: str | None = None
     m3: bool = False
+    merge: dict[str, Any] | None = None
     template_path: Path = field(default_factory=template_path, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -285,7 +288,7 @@ def card_data_from_folder(folder: str | Path, **overrides: Any) -> StBgeModelCar
     """
     inputs = json.loads((Path(folder) / CARD_INPUTS).read_text(encoding="utf-8"))
     base_model = inputs.pop("base_model")
-    card_data = StBgeModelCardData(**{**inputs, **overrides}, comparison=RetrievalComparison.load(folder))
+    card_data = StBgeModelCardData(**{"comparison": RetrievalComparison.load(folder), **inputs, **overrides})
     card_data.base_model = base_model
     return card_data
 

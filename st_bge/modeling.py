@@ -279,7 +279,9 @@ def _within_positions(model: SentenceTransformer, max_seq_length: int) -> int:
     if limit is None or max_seq_length <= limit:
         return max_seq_length
     logger.warning(
-        "max_seq_length %d is more than the model reads (%d positions): truncating at %d tokens", max_seq_length, limit,
+        "max_seq_length %d is more than the model reads (%d positions): truncating at %d tokens",
+        max_seq_length,
+        limit,
         limit,
     )
     return limit

@@ -39,8 +39,8 @@ from st_bge.training import train
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 # Flags that turn a recipe's in-training evaluation and checkpointing off, for runs of a step or two.
-# No evaluation during training, and at the end the domain table only: the forgetting check (tests/test_forgetting.py)
-# would read the shipped SQuAD paragraphs, longer than the 130 positions of the tiny models under 512-token recipes.
+# No evaluation during training, and at the end the domain table only: the forgetting check has its own tests
+# (tests/test_forgetting.py), and encoding its shipped sets would add most of a short run's time.
 NO_EVAL_DURING_TRAINING = {
     "eval_strategy": "no",
     "save_strategy": "no",
