@@ -8,8 +8,9 @@ not have (`m3_add_heads`) has no base to go back to and is kept as trained (with
 weighted mean).
 
 Two ways, one formula:
-- one LoRA fine-tune: its adapter with every `lora_B` scaled by w. The adapted weight `W + s * B @ A` becomes
-  `W + w * s * B @ A`, which is the interpolation exactly, and the output stays a small adapter;
+- one LoRA fine-tune: its adapter with every `lora_B` scaled by w (`WeightDial`, which training uses too). The
+  adapted weight `W + s * B @ A` becomes `W + w * s * B @ A`, the interpolation exactly, and the output stays a
+  small adapter;
 - anything else (full fine-tunes, several fine-tunes): each fine-tune as full weights (an adapter merged into its
   base), interpolated tensor by tensor in float32. Every fine-tune and the base are held in memory at once.
 
@@ -33,7 +34,6 @@ from torch import Tensor
 
 from st_bge.config import MergeArguments
 from st_bge.errors import ConfigError
-from st_bge.m3 import BGEM3Model
 from st_bge.model_card import attach_card_data, card_data_from_folder
 from st_bge.modeling import is_adapter_dir, load_full_model, load_saved_model, require_model_dir, resolve_model_path
 from st_bge.storage import ADAPTER_CONFIG, CARD_INPUTS, check_output_dir
@@ -76,7 +76,9 @@ def merge(args: MergeArguments) -> Path:
     check_output_dir(output_dir, overwrite=args.overwrite_output_dir)
 
     model = merge_models(sources, base_model)
-    record = merge_record(sources, base_model)
+    record = merge_record(
+        base_model, [(s.model_dir.name, s.weight, s.adapter) for s in sources], made_by="`st-bge merge`"
+    )
     first = sources[0].model_dir
     card_data = None
     if (first / CARD_INPUTS).is_file():
@@ -96,23 +98,57 @@ def merge(args: MergeArguments) -> Path:
 
 def merge_models(sources: Sequence[MergeSource], base_model: str) -> SentenceTransformer:
     """The merged model in memory (see the module docstring for the two ways)."""
-    names = [str(source.model_dir) for source in sources]
+    base = load_saved_model(resolve_model_path(base_model, field="base_model"), local_files_only=True)
     if len(sources) == 1 and sources[0].adapter and _scalable(sources[0].model_dir):
         (source,) = sources
         model = load_saved_model(source.model_dir, local_files_only=True)
-        scale_adapter(model, source.weight)
-        if isinstance(model, BGEM3Model) and model.m3_heads is not None:  # heads are trained whole, not by LoRA
-            base = _load_base(base_model)
-            base_heads = base.m3_heads.state_dict() if isinstance(base, BGEM3Model) and base.m3_heads else {}
-            model.m3_heads.load_state_dict(
-                interpolate(base_heads, [model.m3_heads.state_dict()], [source.weight], names=names)
-            )
+        WeightDial(model, base_state(base, adapter=True), name=str(source.model_dir)).set(source.weight)
         return model
-    base = _load_base(base_model)
     models = [load_full_model(source.model_dir, local_files_only=True) for source in sources]
     weights = [source.weight for source in sources]
+    names = [str(source.model_dir) for source in sources]
     models[0].load_state_dict(interpolate(base.state_dict(), [m.state_dict() for m in models], weights, names=names))
     return models[0]
+
+
+class WeightDial:
+    """A fine-tuned model that can be set anywhere between its base (weight 0) and itself as trained (weight 1), in
+    place and as often as asked: the trained tensors are kept aside, so every setting starts from them.
+
+    With a LoRA adapter attached, only the adapter's B matrices and the tensors the base also has outside the
+    encoder (the M3 heads) are dialled: a B matrix is zero at the base (peft initialises it so), so interpolating
+    it scales the adapter's update exactly. A tensor the base lacks (a new head) stays as trained.
+
+    Args:
+        model: The fine-tuned model.
+        base_state: The base model's tensors by `state_dict` key (`base_state` gives them before training).
+        name: The fine-tune, in error messages.
+    """
+
+    def __init__(self, model: SentenceTransformer, base_state: Mapping[str, Tensor], *, name: str = "fine-tuned"):
+        self.model, self.name = model, name
+        current = model.state_dict()
+        base = {key: value for key, value in base_state.items() if key in current}
+        base |= {key: torch.zeros_like(value) for key, value in current.items() if ".lora_B." in key}
+        self.base = base
+        self.tuned = {key: current[key].detach().clone() for key in base}
+
+    def set(self, weight: float) -> None:
+        """Give the model the weights `base + weight * (fine-tuned - base)`."""
+        merged = interpolate(self.base, [self.tuned], [weight], names=[self.name])
+        self.model.load_state_dict(merged, strict=False)
+
+
+def base_state(model: SentenceTransformer, *, adapter: bool) -> dict[str, Tensor]:
+    """A copy of the tensors of `model` (before training) that a `WeightDial` needs: all of them for a full
+    fine-tune; for a LoRA run only those outside the encoder (the heads), since LoRA leaves the encoder's own."""
+    encoder = model[0].auto_model
+    prefix = next(name for name, module in model.named_modules() if module is encoder) + "."
+    return {
+        key: value.detach().clone()
+        for key, value in model.state_dict().items()
+        if not adapter or not key.startswith(prefix)
+    }
 
 
 def interpolate(
@@ -157,26 +193,14 @@ def interpolate(
     return merged
 
 
-def scale_adapter(model: SentenceTransformer, weight: float) -> None:
-    """Scale every LoRA `B` matrix of `model`'s adapter by `weight`: the adapter's update times `weight`."""
-    scaled = 0
-    with torch.no_grad():
-        for name, parameter in model[0].auto_model.named_parameters():
-            if ".lora_B." in name:
-                parameter.mul_(weight)
-                scaled += 1
-    if not scaled:
-        raise ConfigError("the adapter has no LoRA B matrices to scale (not a LoRA adapter?)")
-
-
-def merge_record(sources: Sequence[MergeSource], base_model: str) -> dict:
-    """What `merge.json` and the card say about the merge (folder names, not paths)."""
+def merge_record(base_model: str, models: Sequence[tuple[str, float, bool]], *, made_by: str) -> dict:
+    """What `merge.json` and the card say about a merge: the base (a folder by its name, not its path), each
+    fine-tune as (name, weight, whether it is an adapter), and what made it."""
     return {
         "base_model": Path(base_model).name if Path(base_model).exists() else base_model,
         "formula": "base + sum_i weight_i * (fine-tuned_i - base)",
-        "models": [
-            {"name": source.model_dir.name, "weight": source.weight, "adapter": source.adapter} for source in sources
-        ],
+        "models": [{"name": name, "weight": weight, "adapter": adapter} for name, weight, adapter in models],
+        "made_by": made_by,
     }
 
 
@@ -209,10 +233,6 @@ def _scalable(model_dir: Path) -> bool:
     for modules saved whole (`modules_to_save`)."""
     config = json.loads((model_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
     return not config.get("use_dora") and not config.get("modules_to_save")
-
-
-def _load_base(base_model: str) -> SentenceTransformer:
-    return load_saved_model(resolve_model_path(base_model, field="base_model"), local_files_only=True)
 
 
 def _total(weights: Sequence[float]) -> float:

@@ -39,6 +39,7 @@ from st_bge.guide import precompute_guide
 from st_bge.losses import build_loss, require_m3_heads
 from st_bge.m3 import BGEM3Model, M3StepCallback, M3UnifiedLoss
 from st_bge.m3.card import heads_notes
+from st_bge.merging import WeightDial, base_state, merge_record
 from st_bge.model_card import StBgeModelCardData, attach_card_data
 from st_bge.modeling import add_lora, frozen_copy, load_model
 from st_bge.sampling import TokenBudgetBatchSampler, padding_report, random_batches
@@ -46,8 +47,10 @@ from st_bge.storage import check_output_dir, point_adapter_at
 
 logger = logging.getLogger(__name__)
 
-# Model names in the base vs fine-tuned comparison.
-BASE, FINE_TUNED = "base", "fine-tuned"
+# Model names in the base vs fine-tuned comparison (and merged, with `merge_with_base`).
+BASE, FINE_TUNED, MERGED = "base", "fine-tuned", "merged"
+# Where a run with `merge_with_base` keeps the fine-tune as trained (its output_dir holds the merged model).
+UNMERGED_DIR = "fine-tuned"
 
 
 @dataclass
@@ -153,6 +156,11 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
             general_runs[BASE] = general.runs(model)
     curve_base = _base_score_on(selector, evaluator, runs, model, recipe.evaluation.eval_primary_metric)
 
+    merge_weight = recipe.model.merge_with_base
+    # The base's tensors that merging goes back toward, copied before any head is added or step taken.
+    merge_base = None
+    if merge_weight is not None and args.process_index == 0:  # the main process merges and saves
+        merge_base = base_state(model, adapter=recipe.model.use_lora)
     notes = _configure_heads(model, recipe) if isinstance(model, BGEM3Model) else []
     card_data = StBgeModelCardData(
         recipe=recipe.to_dict(),
@@ -202,13 +210,23 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     trainer.train(resume_from_checkpoint=checkpoint)
 
     comparison = None
-    if evaluator is not None and trainer.is_world_process_zero():
-        runs[FINE_TUNED] = evaluator.runs(trainer.model)  # the best checkpoint, if one was selected
-        comparison = _compare(recipe, evaluator, runs, how=data.evaluation)
-        if general is not None:
-            logger.info("Evaluating the fine-tuned model on %s (forgetting check)", general.retrieval_set.name)
-            general_runs[FINE_TUNED] = general.runs(trainer.model)
-            comparison.forgetting = _compare(recipe, general, general_runs)
+    if trainer.is_world_process_zero():
+        if evaluator is not None:
+            runs[FINE_TUNED] = evaluator.runs(trainer.model)  # the best checkpoint, if one was selected
+            if general is not None:
+                logger.info("Evaluating the fine-tuned model on %s (forgetting check)", general.retrieval_set.name)
+                general_runs[FINE_TUNED] = general.runs(trainer.model)
+        if merge_base is not None:
+            _merge_with_base(trainer.model, merge_base, recipe, card_data)
+            if evaluator is not None:
+                logger.info("Evaluating the merged model (merge_with_base %g)", merge_weight)
+                runs[MERGED] = evaluator.runs(trainer.model)
+                if general is not None:
+                    general_runs[MERGED] = general.runs(trainer.model)
+        if evaluator is not None:
+            comparison = _compare(recipe, evaluator, runs, how=data.evaluation)
+            if general is not None:
+                comparison.forgetting = _compare(recipe, general, general_runs)
         card_data.comparison = comparison
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
@@ -289,6 +307,22 @@ def _is_complete(checkpoint: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def _merge_with_base(
+    model: SentenceTransformer, merge_base: dict, recipe: Recipe, card_data: StBgeModelCardData
+) -> None:
+    """Save the fine-tune as trained into `UNMERGED_DIR` of the output folder, then set `model` to base +
+    merge_with_base * (fine-tuned - base), in place, and record the merge for the card."""
+    weight = recipe.model.merge_with_base
+    unmerged = Path(recipe.training.output_dir) / UNMERGED_DIR
+    model.save(str(unmerged))
+    logger.info("The fine-tune as trained is in %s; merging it with its base at weight %g", unmerged, weight)
+    WeightDial(model, merge_base).set(weight)
+    base = recipe.model.model_name_or_path
+    card_data.merge = merge_record(
+        base, [(FINE_TUNED, weight, recipe.model.use_lora)], made_by="the recipe's `merge_with_base`"
+    )
 
 
 def _forgetting_set(recipe: Recipe, data: TrainingData) -> RetrievalSet | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import NO_EVALUATION, RECIPES, TOPICS, assert_same_m3_outputs, flags
+from conftest import NO_EVAL_DURING_TRAINING, NO_EVALUATION, RECIPES, TOPICS, assert_same_m3_outputs, flags
 from sentence_transformers import SentenceTransformer
 
 from st_bge.cli import main
@@ -233,3 +233,49 @@ def test_fine_tunes_of_different_bases_are_refused(tiny_bert_path, tiny_xlmr_pat
         )
     with pytest.raises(ConfigError, match="hold different weights"):
         merged([full, other], [0.5, 0.5], tmp_path / "o", tiny_bert_path)
+
+
+@pytest.mark.parametrize("use_lora", [True, False])
+def test_merge_with_base_in_a_recipe_evaluates_the_merged_model_and_keeps_the_fine_tune(
+    tiny_bert_path, beir_folder, tmp_path, use_lora
+):
+    """`merge_with_base: 0.5`: the output folder holds base + 0.5 * (fine-tuned - base), the fine-tune as trained is
+    in `fine-tuned/`, and the results compare all three."""
+    run = tmp_path / "run"
+    lora = {"lora_target_modules": ["query", "value"]} if use_lora else {}
+    result = train(
+        parse_recipe(
+            [
+                "--config",
+                str(RECIPES / "quickstart.yaml"),
+                *flags(
+                    model_name_or_path=tiny_bert_path,
+                    dataset_name_or_path=beir_folder,
+                    max_seq_length=64,
+                    per_device_train_batch_size=4,
+                    mini_batch_size=4,
+                    max_steps=2,
+                    learning_rate=1e-3,
+                    use_lora=use_lora,
+                    merge_with_base=0.5,
+                    output_dir=run,
+                    **lora,
+                    **NO_EVAL_DURING_TRAINING,
+                ),
+            ]
+        )
+    )
+    assert result.comparison.models == ["base", "fine-tuned", "merged"]
+    base = load_saved_model(tiny_bert_path).state_dict()
+    tuned = weights_of(run / "fine-tuned")
+    assert any(not torch.equal(tuned[key], base[key]) for key in base if tuned[key].is_floating_point())
+    assert (run / "adapter_config.json").is_file() == use_lora
+    assert_interpolates(weights_of(run), base, [tuned], [0.5], atol=1e-5)
+    card = (run / "README.md").read_text()
+    assert "made by the recipe's `merge_with_base`" in card and "`fine-tuned` (weight 0.5)" in card
+    assert "| BM25 | base | fine-tuned | Δ |" in card and "| merged | Δ | Δ % |" in card  # each against the base
+
+
+def test_merge_with_base_must_be_a_weight(tiny_bert_path):
+    with pytest.raises(ConfigError, match="merge_with_base: -0.5 is not a weight >= 0"):
+        parse_recipe(flags(model_name_or_path=tiny_bert_path, dataset_name_or_path="x.jsonl", merge_with_base=-0.5))
