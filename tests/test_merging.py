@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -277,5 +278,5 @@ def test_merge_with_base_in_a_recipe_evaluates_the_merged_model_and_keeps_the_fi
 
 
 def test_merge_with_base_must_be_a_weight(tiny_bert_path):
-    with pytest.raises(ConfigError, match="merge_with_base: -0.5 is not a weight >= 0"):
+    with pytest.raises(ConfigError, match=re.escape("merge_with_base: -0.5 is not a weight >= 0")):
         parse_recipe(flags(model_name_or_path=tiny_bert_path, dataset_name_or_path="x.jsonl", merge_with_base=-0.5))
