@@ -109,7 +109,7 @@ def test_auto_without_a_shipped_set_warns_and_none_turns_the_check_off(caplog):
 @pytest.fixture(scope="module")
 def forgetting_run(tiny_bert_path, beir_folder, tmp_path_factory):
     output = tmp_path_factory.mktemp("forgetting") / "run"
-    result = train_two_steps(tiny_bert_path, beir_folder, output, eval_enabled=True)
+    result = train_two_steps(tiny_bert_path, beir_folder, output, eval_enabled=True, forgetting_dataset="auto")
     return result, output
 
 

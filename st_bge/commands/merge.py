@@ -13,12 +13,16 @@ class MergeCommand(Command):
     usage = f"MODEL_DIR [MODEL_DIR ...] --weights W [W ...] --output_dir OUTPUT_DIR {FLAGS}"
 
     def run(self, argv: list[str], names: ParserNames) -> int:
+        import json
+
         from st_bge.config import parse_merge_arguments
-        from st_bge.merging import merge
+        from st_bge.merging import MERGE_FILE, merge
 
         args = parse_merge_arguments(argv, **names)
         output_dir = merge(args)
+        base = json.loads((output_dir / MERGE_FILE).read_text(encoding="utf-8"))["base_model"]
         models = " and ".join(args.model_dirs)
         print(f"Merged {models} with weights {', '.join(f'{w:g}' for w in args.weights)} into {output_dir}")
-        print(f"Measure it: st-bge eval --models base=<base model> {output_dir} --eval_datasets <your retrieval set>")
+        tuned = " ".join(args.model_dirs)
+        print(f"Measure it: st-bge eval --models base={base} {tuned} {output_dir} --eval_datasets <your retrieval set>")
         return 0
