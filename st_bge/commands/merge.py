@@ -24,5 +24,7 @@ class MergeCommand(Command):
         models = " and ".join(args.model_dirs)
         print(f"Merged {models} with weights {', '.join(f'{w:g}' for w in args.weights)} into {output_dir}")
         tuned = " ".join(args.model_dirs)
-        print(f"Measure it: st-bge eval --models base={base} {tuned} {output_dir} --eval_datasets <your retrieval set>")
+        print(
+            f"Measure it: st-bge eval --models base={base} {tuned} {output_dir} --eval_datasets <your retrieval set>"
+        )
         return 0
