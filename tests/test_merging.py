@@ -57,6 +57,21 @@ def merged(sources: list[Path], weights: list[float], output_dir: Path, base: Pa
     )
 
 
+def train_quickstart(model: Path, data: Path, output_dir: Path, **fields):
+    """The quickstart recipe on a tiny model, batches of 4 (LoRA on query and value where it trains LoRA)."""
+    argv = flags(
+        model_name_or_path=model,
+        dataset_name_or_path=data,
+        max_seq_length=64,
+        per_device_train_batch_size=4,
+        mini_batch_size=4,
+        lora_target_modules=["query", "value"],
+        output_dir=output_dir,
+        **fields,
+    )
+    return train(parse_recipe(["--config", str(RECIPES / "quickstart.yaml"), *argv]))
+
+
 def assert_interpolates(result: dict, base: dict, tuned: list[dict], weights: list[float], atol: float = 1e-6) -> None:
     """Every floating-point weight of `result` is base + sum w_i (tuned_i - base); a weight the base lacks is the
     (single) fine-tune's."""
@@ -173,25 +188,7 @@ def test_merge_command_on_a_trained_run_writes_a_card_that_says_what_was_merged(
 ):
     """As a user runs it: `st-bge train` (LoRA), then `st-bge merge RUN --weights 0.5 --output_dir ...`."""
     run = tmp_path / "run"
-    train(
-        parse_recipe(
-            [
-                "--config",
-                str(RECIPES / "quickstart.yaml"),
-                *flags(
-                    model_name_or_path=tiny_bert_path,
-                    dataset_name_or_path=beir_folder,
-                    max_seq_length=64,
-                    per_device_train_batch_size=4,
-                    mini_batch_size=4,
-                    max_steps=1,
-                    lora_target_modules=["query", "value"],
-                    output_dir=run,
-                    **NO_EVALUATION,
-                ),
-            ]
-        )
-    )
+    train_quickstart(tiny_bert_path, beir_folder, run, max_steps=1, **NO_EVALUATION)
     out = tmp_path / "merged"
     assert main(["merge", str(run), "--weights", "0.5", "--output_dir", str(out)]) == 0  # the base from the adapter
     assert f"into {out}" in capsys.readouterr().out
@@ -243,28 +240,15 @@ def test_merge_with_base_in_a_recipe_evaluates_the_merged_model_and_keeps_the_fi
     """`merge_with_base: 0.5`: the output folder holds base + 0.5 * (fine-tuned - base), the fine-tune as trained is
     in `fine-tuned/`, and the results compare all three."""
     run = tmp_path / "run"
-    lora = {"lora_target_modules": ["query", "value"]} if use_lora else {}
-    result = train(
-        parse_recipe(
-            [
-                "--config",
-                str(RECIPES / "quickstart.yaml"),
-                *flags(
-                    model_name_or_path=tiny_bert_path,
-                    dataset_name_or_path=beir_folder,
-                    max_seq_length=64,
-                    per_device_train_batch_size=4,
-                    mini_batch_size=4,
-                    max_steps=2,
-                    learning_rate=1e-3,
-                    use_lora=use_lora,
-                    merge_with_base=0.5,
-                    output_dir=run,
-                    **lora,
-                    **NO_EVAL_DURING_TRAINING,
-                ),
-            ]
-        )
+    result = train_quickstart(
+        tiny_bert_path,
+        beir_folder,
+        run,
+        max_steps=2,
+        learning_rate=1e-3,
+        use_lora=use_lora,
+        merge_with_base=0.5,
+        **NO_EVAL_DURING_TRAINING,
     )
     assert result.comparison.models == ["base", "fine-tuned", "merged"]
     base = load_saved_model(tiny_bert_path).state_dict()
