@@ -251,6 +251,9 @@ def test_merge_with_base_in_a_recipe_evaluates_the_merged_model_and_keeps_the_fi
         **NO_EVAL_DURING_TRAINING,
     )
     assert result.comparison.models == ["base", "fine-tuned", "merged"]
+    # The merged model is what was evaluated as merged: its scores are its own (the tiny run's ranks may tie).
+    scores = {name: result.runs[name].runs["dense"].to_dict() for name in ("fine-tuned", "merged")}
+    assert scores["merged"].keys() == scores["fine-tuned"].keys() and scores["merged"] != scores["fine-tuned"]
     base = load_saved_model(tiny_bert_path).state_dict()
     tuned = weights_of(run / "fine-tuned")
     assert any(not torch.equal(tuned[key], base[key]) for key in base if tuned[key].is_floating_point())
