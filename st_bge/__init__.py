@@ -2,7 +2,8 @@
 
 The stages: `config` (recipes) -> `data` (`synthesis`: pairs for a corpus without queries) -> `modeling`
 (+ LoRA; `m3`: BGE-M3, one package) -> `losses` -> `training` (SentenceTransformerTrainer) -> `evaluation` (ranx)
--> `model_card` -> `publish` -> `serving`; `commands` (and `cli`, which gathers them) sit on top and run them.
+-> `model_card` -> `merging` (back toward the base) -> `publish` -> `serving`; `commands` (and `cli`, which
+gathers them) sit on top and run them.
 
 The public API is what the `st-bge` command calls, one function per subcommand, each taking the parsed recipe
 (or arguments) dataclass:
@@ -17,6 +18,7 @@ The public API is what the `st-bge` command calls, one function per subcommand, 
     train(recipe)        # st-bge train:      TrainResult (model, trainer, base vs fine-tuned comparison)
 
     from st_bge import evaluate, parse_eval_recipe          # st-bge eval: one SetResult per retrieval set
+    from st_bge import merge, parse_merge_arguments         # st-bge merge: base + w * (fine-tuned - base), its folder
     from st_bge import push, parse_push_arguments           # st-bge push: one PushResult per variant
     from st_bge import export, parse_export_arguments       # st-bge export: ONNX + int8, one OnnxCheck per file
     from st_bge import serve, parse_serve_arguments         # st-bge serve: OpenAI-compatible /v1/embeddings
@@ -39,6 +41,7 @@ _PUBLIC = {
     "parse_data_recipe": ("st_bge.config", "parse_data_recipe"),
     "parse_synth_recipe": ("st_bge.config", "parse_synth_recipe"),
     "parse_eval_recipe": ("st_bge.config", "parse_eval_recipe"),
+    "parse_merge_arguments": ("st_bge.config", "parse_merge_arguments"),
     "parse_push_arguments": ("st_bge.config", "parse_push_arguments"),
     "parse_export_arguments": ("st_bge.config", "parse_export_arguments"),
     "parse_serve_arguments": ("st_bge.config", "parse_serve_arguments"),
@@ -49,6 +52,7 @@ _PUBLIC = {
     "synth": ("st_bge.synthesis.pipeline", "synth"),
     "train": ("st_bge.training", "train"),
     "evaluate": ("st_bge.evaluation.evaluate", "evaluate_models"),
+    "merge": ("st_bge.merging", "merge"),
     "push": ("st_bge.publish", "push"),
     "export": ("st_bge.onnx_export", "export_model"),
     "serve": ("st_bge.serving.app", "serve"),

@@ -38,6 +38,7 @@ CARD_INPUT_FIELDS = (
     "dataset_ids",
     "load_id",
     "m3",
+    "merge",
 )
 # Fewer evaluation queries than this get a word of caution beside the results: a few queries move a mean a lot.
 FEW_QUERIES = 100
@@ -146,6 +147,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
         adapter: Whether the folder holds a LoRA adapter rather than full weights.
         notes: Extra lines for the "Limitations" section (e.g. BGE-M3 heads that were not trained).
         include_examples: Put training-text examples and widget examples in the card.
+        merge: What `st-bge merge` made this model from (`merging.merge_record`), if it did.
     """
 
     recipe: dict[str, Any] = field(default_factory=dict)
@@ -158,6 +160,7 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
     dataset_ids: list[str] = field(default_factory=list)
     load_id: str | None = None
     m3: bool = False
+    merge: dict[str, Any] | None = None
     template_path: Path = field(default_factory=template_path, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -186,9 +189,13 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
                 f" on {source}" if source else ""
             )
         card = super().to_dict()  # the template shows its dataset examples only if include_examples
-        card["results_table"] = self.comparison.to_markdown() if self.comparison else None
+        card["results_table"] = self.comparison.to_markdown(forgetting=False) if self.comparison else None
         card["comparison"] = self.comparison
-        card["significance"] = self._significance()
+        card["significance"] = self._significance(self.comparison)
+        forgetting = self.comparison.forgetting if self.comparison else None
+        card["forgetting"] = forgetting
+        card["forgetting_table"] = forgetting.to_markdown() if forgetting else None
+        card["forgetting_significance"] = self._significance(forgetting)
         card["few_queries"] = self.comparison is not None and self.comparison.eval_set.get("queries", 0) < FEW_QUERIES
         card["query_prompt"] = self.model.prompts.get("query") if self.model is not None else None
         card["load_id"] = self.model_id or self.load_id or "path/to/this/model"
@@ -204,13 +211,13 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
             card["model-index"] = eval_results_to_model_index(card["model_name"], self.eval_results())
         return card
 
-    def _significance(self) -> list[str]:
+    def _significance(self, results: RetrievalComparison | None) -> list[str]:
         """The primary metric of the fine-tuned model against the base, per mode, in words."""
-        if self.comparison is None or len(self.comparison.models) < 2:
+        if results is None or len(results.models) < 2:
             return []
-        metric = self.recipe.get("evaluation", {}).get("eval_primary_metric") or self.comparison.metrics[0]
+        metric = self.recipe.get("evaluation", {}).get("eval_primary_metric") or results.metrics[0]
         lines = []
-        for mode, comparison in self.comparison.modes.items():
+        for mode, comparison in results.modes.items():
             if len(comparison.models) > 1 and metric in comparison.metrics:
                 prefix = "" if mode == "dense" else f"{mode}: "
                 lines.append(prefix + comparison.in_words(comparison.models[-1], metric))
@@ -218,24 +225,11 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
 
     def eval_results(self) -> list[EvalResult]:
         """The fine-tuned model's ranx scores as Hub `EvalResult`s (task: information retrieval), one per metric and
-        mode; a mode other than dense is the metric's configuration (`metric_config`) and named in `metric_name`."""
-        name = self.comparison.eval_set.get("name", "retrieval")
-        results = []
-        for mode, comparison in self.comparison.modes.items():
-            model = comparison.models[-1]
-            results += [
-                EvalResult(
-                    task_type="information-retrieval",
-                    task_name="Information Retrieval",
-                    dataset_type=name,
-                    dataset_name=name,
-                    metric_type=metric.replace("@", "_at_"),
-                    metric_name=metric if mode == "dense" else f"{metric} ({mode})",
-                    metric_config=None if mode == "dense" else mode,
-                    metric_value=round(comparison.scores[model][metric], 4),
-                )
-                for metric in comparison.metrics
-            ]
+        mode; a mode other than dense is the metric's configuration (`metric_config`) and named in `metric_name`.
+        The forgetting check's set comes after the domain's, as a dataset of its own."""
+        results = _eval_results(self.comparison)
+        if self.comparison.forgetting is not None:
+            results += _eval_results(self.comparison.forgetting)
         return results
 
     def save_inputs(self, folder: str | Path) -> None:
@@ -245,6 +239,25 @@ class StBgeModelCardData(SentenceTransformerModelCardData):
         inputs["base_model"] = self.base_model
         path = Path(folder) / CARD_INPUTS
         path.write_text(json.dumps(inputs, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _eval_results(results: RetrievalComparison) -> list[EvalResult]:
+    """The last model's scores on one retrieval set, per mode and metric, as Hub `EvalResult`s."""
+    name = results.eval_set.get("name", "retrieval")
+    return [
+        EvalResult(
+            task_type="information-retrieval",
+            task_name="Information Retrieval",
+            dataset_type=name,
+            dataset_name=name,
+            metric_type=metric.replace("@", "_at_"),
+            metric_name=metric if mode == "dense" else f"{metric} ({mode})",
+            metric_config=None if mode == "dense" else mode,
+            metric_value=round(comparison.scores[comparison.models[-1]][metric], 4),
+        )
+        for mode, comparison in results.modes.items()
+        for metric in comparison.metrics
+    ]
 
 
 def without_local_paths(value: Any) -> Any:
@@ -275,7 +288,7 @@ def card_data_from_folder(folder: str | Path, **overrides: Any) -> StBgeModelCar
     """
     inputs = json.loads((Path(folder) / CARD_INPUTS).read_text(encoding="utf-8"))
     base_model = inputs.pop("base_model")
-    card_data = StBgeModelCardData(**{**inputs, **overrides}, comparison=RetrievalComparison.load(folder))
+    card_data = StBgeModelCardData(**{"comparison": RetrievalComparison.load(folder), **inputs, **overrides})
     card_data.base_model = base_model
     return card_data
 

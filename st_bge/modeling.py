@@ -19,6 +19,7 @@ import json
 import logging
 from pathlib import Path
 
+import torch
 from peft import LoraConfig, TaskType
 from sentence_transformers import CrossEncoder, SentenceTransformer
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling
@@ -247,7 +248,7 @@ def load_model(args: ModelArguments, *, as_m3: bool = False) -> SentenceTransfor
     if pooling != "auto":
         set_pooling(model, pooling, normalize=pooling == "cls" or is_bge(args.model_name_or_path))
     if args.max_seq_length is not None:
-        model.max_seq_length = args.max_seq_length
+        model.max_seq_length = _within_positions(model, args.max_seq_length)
 
     prompt = default_query_prompt(args.model_name_or_path) if args.query_prompt == "auto" else args.query_prompt
     if prompt:
@@ -255,6 +256,35 @@ def load_model(args: ModelArguments, *, as_m3: bool = False) -> SentenceTransfor
         model.prompts = {**model.prompts, "query": prompt, "document": ""}
         logger.info("Query prompt: %r", prompt)
     return model
+
+
+def position_limit(model: SentenceTransformer) -> int | None:
+    """How many tokens the model's position embeddings can read, or None if it has no such table.
+
+    RoBERTa-family models (XLM-R, hence BGE-M3) count positions from `padding_idx + 1`, so of their 8194 (514)
+    positions 8192 (512) are usable; BERT uses them all.
+    """
+    embeddings = getattr(getattr(model[0], "auto_model", None), "embeddings", None)
+    positions = getattr(embeddings, "position_embeddings", None)
+    if not isinstance(positions, torch.nn.Embedding):  # rotary or relative positions: no fixed table
+        return None
+    offset = positions.padding_idx + 1 if positions.padding_idx is not None else 0
+    return positions.num_embeddings - offset
+
+
+def _within_positions(model: SentenceTransformer, max_seq_length: int) -> int:
+    """`max_seq_length`, capped at the model's positions: beyond them a long text fails in the forward pass, at
+    evaluation or in the middle of training, with an index error that names nothing."""
+    limit = position_limit(model)
+    if limit is None or max_seq_length <= limit:
+        return max_seq_length
+    logger.warning(
+        "max_seq_length %d is more than the model reads (%d positions): truncating at %d tokens",
+        max_seq_length,
+        limit,
+        limit,
+    )
+    return limit
 
 
 def set_pooling(model: SentenceTransformer, mode: str, *, normalize: bool) -> None:

@@ -23,14 +23,15 @@ from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from st_bge.config import ModelArguments, Recipe
-from st_bge.data import InMemoryData, RetrievalSet, TrainingData, load_training_data
+from st_bge.data import InMemoryData, RetrievalSet, TrainingData, load_retrieval_set, load_training_data
 from st_bge.data.formats import SCORES_COLUMN
 from st_bge.data.preparation import PreparedData, enforce_verdict, prepare_data
 from st_bge.data.sources import is_hub_dataset_id
-from st_bge.errors import ConfigError
+from st_bge.errors import ConfigError, DataError
 from st_bge.evaluation import RanxRetrievalEvaluator, RetrievalComparison, compare_modes
 from st_bge.evaluation.bm25 import bm25_run
 from st_bge.evaluation.evaluator import EVALUATOR_NAME
+from st_bge.evaluation.forgetting import forgetting_source
 from st_bge.evaluation.metrics import evaluate_run
 from st_bge.evaluation.plots import plot_metric_bars, plot_training_curves
 from st_bge.evaluation.retrieval import ModeRuns, mode_notes
@@ -38,6 +39,7 @@ from st_bge.guide import precompute_guide
 from st_bge.losses import build_loss, require_m3_heads
 from st_bge.m3 import BGEM3Model, M3StepCallback, M3UnifiedLoss
 from st_bge.m3.card import heads_notes
+from st_bge.merging import WeightDial, base_state, merge_record
 from st_bge.model_card import StBgeModelCardData, attach_card_data
 from st_bge.modeling import add_lora, frozen_copy, load_model
 from st_bge.sampling import TokenBudgetBatchSampler, padding_report, random_batches
@@ -45,8 +47,10 @@ from st_bge.storage import check_output_dir, point_adapter_at
 
 logger = logging.getLogger(__name__)
 
-# Model names in the base vs fine-tuned comparison.
-BASE, FINE_TUNED = "base", "fine-tuned"
+# Model names in the base vs fine-tuned comparison (and merged, with `merge_with_base`).
+BASE, FINE_TUNED, MERGED = "base", "fine-tuned", "merged"
+# Where a run with `merge_with_base` keeps the fine-tune as trained (its output_dir holds the merged model).
+UNMERGED_DIR = "fine-tuned"
 
 
 @dataclass
@@ -125,6 +129,7 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
         data.eval = data.selection = data.evaluation = None  # a BEIR folder's own test split too
     _check_evaluation_settings(recipe, data)
     _check_teacher_scores(recipe, data)
+    general_set = _forgetting_set(recipe, data)
 
     model = load_model(recipe.model, as_m3=recipe.loss.kind.m3 or recipe.loss.m3_add_heads)
     if recipe.loss.kind.m3 and not recipe.loss.m3_add_heads:
@@ -140,12 +145,22 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     evaluator = build_evaluator(recipe, data.eval)
     # What picks the best checkpoint: a split of its own (a BEIR folder's dev), so that the test queries choose nothing.
     selector = build_evaluator(recipe, data.selection) or evaluator
+    general = build_evaluator(recipe, general_set)
     runs: dict[str, ModeRuns] = {}
+    general_runs: dict[str, ModeRuns] = {}
     if evaluator is not None and recipe.evaluation.eval_base_model and args.process_index == 0:
         logger.info("Evaluating the base model on %s", data.eval.name)
         runs[BASE] = evaluator.runs(model)  # before any new head: the base model's own modes
+        if general is not None:
+            logger.info("Evaluating the base model on %s (forgetting check)", general.retrieval_set.name)
+            general_runs[BASE] = general.runs(model)
     curve_base = _base_score_on(selector, evaluator, runs, model, recipe.evaluation.eval_primary_metric)
 
+    merge_weight = recipe.model.merge_with_base
+    # The base's tensors that merging goes back toward, copied before any head is added or step taken.
+    merge_base = None
+    if merge_weight is not None and args.process_index == 0:  # the main process merges and saves
+        merge_base = base_state(model, adapter=recipe.model.use_lora)
     notes = _configure_heads(model, recipe) if isinstance(model, BGEM3Model) else []
     card_data = StBgeModelCardData(
         recipe=recipe.to_dict(),
@@ -195,9 +210,23 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     trainer.train(resume_from_checkpoint=checkpoint)
 
     comparison = None
-    if evaluator is not None and trainer.is_world_process_zero():
-        runs[FINE_TUNED] = evaluator.runs(trainer.model)  # the best checkpoint, if one was selected
-        comparison = _compare(recipe, data, evaluator, runs)
+    if trainer.is_world_process_zero():
+        if evaluator is not None:
+            runs[FINE_TUNED] = evaluator.runs(trainer.model)  # the best checkpoint, if one was selected
+            if general is not None:
+                logger.info("Evaluating the fine-tuned model on %s (forgetting check)", general.retrieval_set.name)
+                general_runs[FINE_TUNED] = general.runs(trainer.model)
+        if merge_base is not None:
+            _merge_with_base(trainer.model, merge_base, recipe, card_data)
+            if evaluator is not None:
+                logger.info("Evaluating the merged model (merge_with_base %g)", merge_weight)
+                runs[MERGED] = evaluator.runs(trainer.model)
+                if general is not None:
+                    general_runs[MERGED] = general.runs(trainer.model)
+        if evaluator is not None:
+            comparison = _compare(recipe, evaluator, runs, how=data.evaluation)
+            if general is not None:
+                comparison.forgetting = _compare(recipe, general, general_runs)
         card_data.comparison = comparison
     trainer.save_model(args.output_dir)
     if trainer.is_world_process_zero():
@@ -280,17 +309,67 @@ def _is_complete(checkpoint: Path) -> bool:
     return True
 
 
-def _compare(
-    recipe: Recipe, data: TrainingData, evaluator: RanxRetrievalEvaluator, runs: dict[str, ModeRuns]
-) -> RetrievalComparison:
-    """Base vs fine-tuned in every mode, BM25 beside them (`eval_bm25`)."""
+def _merge_with_base(
+    model: SentenceTransformer, merge_base: dict, recipe: Recipe, card_data: StBgeModelCardData
+) -> None:
+    """Save the fine-tune as trained into `UNMERGED_DIR` of the output folder, then set `model` to base +
+    merge_with_base * (fine-tuned - base), in place, and record the merge for the card."""
+    weight = recipe.model.merge_with_base
+    unmerged = Path(recipe.training.output_dir) / UNMERGED_DIR
+    model.save(str(unmerged))
+    logger.info("The fine-tune as trained is in %s; merging it with its base at weight %g", unmerged, weight)
+    WeightDial(model, merge_base).set(weight)
+    base = recipe.model.model_name_or_path
+    card_data.merge = merge_record(
+        base, [(FINE_TUNED, weight, recipe.model.use_lora)], made_by="the recipe's `merge_with_base`"
+    )
+
+
+def _forgetting_set(recipe: Recipe, data: TrainingData) -> RetrievalSet | None:
+    """The general-domain set of the forgetting check (`forgetting_dataset`), read before training; none when the
+    run does not evaluate.
+
+    Raises:
+        ConfigError: the set cannot be read, or has the evaluation set's name (their results would share a name in
+            every report).
+    """
+    if data.eval is None:
+        return None
     evaluation = recipe.evaluation
-    reference = ("BM25", bm25_run(data.eval, top_k=evaluator.top_k)) if evaluation.eval_bm25 else None
+    source = forgetting_source(
+        evaluation.forgetting_dataset, languages=recipe.card.language, texts=data.eval.queries.values()
+    )
+    if source is None:
+        return None
+    try:
+        general = load_retrieval_set(source, evaluation.forgetting_dataset_split)
+    except DataError as error:
+        raise ConfigError(f"forgetting_dataset: {error} (forgetting_dataset: none turns the check off)") from error
+    if general.name == data.eval.name:
+        raise ConfigError(
+            f"forgetting_dataset '{source}' is named like the evaluation set ({general.name}): use a general-domain "
+            "set of another name, or forgetting_dataset: none"
+        )
+    return general
+
+
+def _compare(
+    recipe: Recipe,
+    evaluator: RanxRetrievalEvaluator,
+    runs: dict[str, ModeRuns],
+    *,
+    how: str | None = None,
+) -> RetrievalComparison:
+    """Base vs fine-tuned on the evaluator's set in every mode, BM25 beside them (`eval_bm25`); `how`: how its
+    queries were chosen, for the reports."""
+    evaluation = recipe.evaluation
+    retrieval_set = evaluator.retrieval_set
+    reference = ("BM25", bm25_run(retrieval_set, top_k=evaluator.top_k)) if evaluation.eval_bm25 else None
     return compare_modes(
         evaluator.qrels,
         {name: mode_runs.runs for name, mode_runs in runs.items()},
         evaluator.metrics,
-        eval_set={**data.eval.summary(), "top_k": evaluator.top_k, "how": data.evaluation},
+        eval_set={**retrieval_set.summary(), "top_k": evaluator.top_k, "how": how},
         reference=reference,
         notes=mode_notes(runs, evaluator.top_k),
         max_p=evaluation.eval_max_p,

@@ -39,7 +39,14 @@ from st_bge.training import train
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "recipes"
 # Flags that turn a recipe's in-training evaluation and checkpointing off, for runs of a step or two.
-NO_EVAL_DURING_TRAINING = {"eval_strategy": "no", "save_strategy": "no", "load_best_model_at_end": False}
+# No evaluation during training, and at the end the domain table only: the forgetting check has its own tests
+# (tests/test_forgetting.py), and encoding its shipped sets would add most of a short run's time.
+NO_EVAL_DURING_TRAINING = {
+    "eval_strategy": "no",
+    "save_strategy": "no",
+    "load_best_model_at_end": False,
+    "forgetting_dataset": "none",
+}
 # And none at the end either (a BEIR folder's test split is evaluated otherwise).
 NO_EVALUATION = {**NO_EVAL_DURING_TRAINING, "eval_enabled": False}
 

@@ -49,6 +49,19 @@ def test_m3_folder_loads_with_cls_pooling_and_both_heads(tiny_xlmr_path):
     assert not model.prompts.get("query")  # BGE-M3 uses no query instruction
 
 
+@pytest.mark.parametrize(("fixture", "usable"), [("tiny_bert_path", 130), ("tiny_xlmr_path", 128)])
+def test_max_seq_length_beyond_the_positions_is_capped_with_a_warning(fixture, usable, request, caplog):
+    """BERT reads all its 130 positions, XLM-R (BGE-M3's encoder) counts from padding_idx + 1 and reads 128: a
+    longer max_seq_length would fail on the first long text with an index error."""
+    path = str(request.getfixturevalue(fixture))
+    model = load_model(ModelArguments(model_name_or_path=path, max_seq_length=512))
+    assert model.max_seq_length == usable
+    assert f"max_seq_length 512 is more than the model reads ({usable} positions)" in caplog.text
+    long_text = " ".join(["sort"] * 600)
+    assert model.encode([long_text]).shape == (1, 32)  # it reads the text instead of failing in the forward pass
+    assert load_model(ModelArguments(model_name_or_path=path, max_seq_length=64)).max_seq_length == 64
+
+
 def test_explicit_query_prompt_is_stored_in_the_model(tiny_bert_path):
     model = load_model(ModelArguments(model_name_or_path=str(tiny_bert_path), query_prompt="query: "))
     assert model.prompts["query"] == "query: "

@@ -121,6 +121,7 @@ def test_the_cli_sits_on_top_of_the_stages_it_runs():
         "st_bge.data.scoring",
         "st_bge.synthesis.pipeline",
         "st_bge.publish",
+        "st_bge.merging",
         "st_bge.onnx_export",
         "st_bge.serving.app",
         "st_bge.serving.check",

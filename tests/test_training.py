@@ -107,7 +107,9 @@ def test_card_has_recipe_results_and_usage_but_no_training_text(lora_run):
     front_matter = yaml.safe_load(card.split("---")[1])
     assert front_matter["library_name"] == "sentence-transformers"
     assert "widget" not in front_matter
-    assert lora_run.comparison.to_markdown() in card
+    # The domain table, then the forgetting check's under its own heading.
+    assert lora_run.comparison.to_markdown(forgetting=False) in card
+    assert "### Outside the domain (forgetting check)" in card and lora_run.comparison.forgetting.to_markdown() in card
     assert '`loss: "cached_gist"`' in card and "`temperature: 0.05`" in card and "`lora_r: 16`" in card
     assert f'SentenceTransformer("{lora_run.output_dir}")' in card and "model.encode_query([" in card
     for query, code in TOPICS.values():
@@ -281,6 +283,7 @@ def test_full_fine_tune_of_bge_m3_keeps_three_modes_in_baai_layout(tiny_xlmr_pat
     argv = flags(
         model_name_or_path=tiny_xlmr_path,
         dataset_name_or_path=beir_folder,
+        forgetting_dataset="none",  # the forgetting check has its own tests; here it would only add minutes
         max_steps=2,
         per_device_train_batch_size=4,
         learning_rate=1e-3,

@@ -2,6 +2,7 @@
 
 from st_bge.commands.base import Command, CommandGroup, run_reporting_errors
 from st_bge.commands.data import DATA
+from st_bge.commands.merge import MergeCommand
 from st_bge.commands.publish import ExportCommand, PushCommand
 from st_bge.commands.serve import CheckEndpointCommand, ServeCommand
 from st_bge.commands.train import EvalCommand, TrainCommand
@@ -10,6 +11,7 @@ COMMANDS: list[Command | CommandGroup] = [
     TrainCommand(),
     EvalCommand(),
     DATA,
+    MergeCommand(),
     PushCommand(),
     ExportCommand(),
     ServeCommand(),

@@ -11,6 +11,7 @@ from st_bge.config.evaluation import (
     parse_eval_recipe,
 )
 from st_bge.config.loss import LOSSES, LossArguments, LossKind
+from st_bge.config.merging import MergeArguments, parse_merge_arguments
 from st_bge.config.model import ModelArguments
 from st_bge.config.parser import Argv, RecipeParser
 from st_bge.config.publishing import ExportArguments, PushArguments, parse_export_arguments, parse_push_arguments
@@ -38,6 +39,7 @@ __all__ = [
     "ExportArguments",
     "LossArguments",
     "LossKind",
+    "MergeArguments",
     "MiningArguments",
     "ModelArguments",
     "PushArguments",
@@ -52,6 +54,7 @@ __all__ = [
     "parse_endpoint_check_arguments",
     "parse_eval_recipe",
     "parse_export_arguments",
+    "parse_merge_arguments",
     "parse_push_arguments",
     "parse_recipe",
     "parse_serve_arguments",

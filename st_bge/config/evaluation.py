@@ -54,6 +54,16 @@ class EvaluationArguments:
         default_factory=lambda: list(ENSEMBLE_WEIGHTS),
         metadata={"help": "Weights of the dense, sparse and ColBERT scores in the hybrid mode (BGE-M3's 1 0.3 1)."},
     )
+    forgetting_dataset: str = field(
+        default="auto",
+        metadata={
+            "help": "A general-domain retrieval set on which base and fine-tuned are also compared, to show what "
+            "fine-tuning cost outside the domain. 'auto': the set st-bge ships for the recipe's language (en: a "
+            "SQuAD dev sample, zh: a CMRC 2018 dev sample; by `language`, else the script of the evaluation "
+            "queries); a BEIR folder or Hub id; 'none': no check."
+        },
+    )
+    forgetting_dataset_split: str = field(default="test", metadata={"help": "qrels split of forgetting_dataset."})
     eval_colbert_max_memory_mb: float = field(
         default=4096,
         metadata={
@@ -91,14 +101,6 @@ class EvalRunArguments:
         metadata={"help": "Retrieval sets: BEIR folders, or pairs / FlagEmbedding files (anchor = query)."}
     )
     eval_dataset_split: str = field(default="test", metadata={"help": "qrels split of the BEIR folders."})
-    forgetting_dataset: str | None = field(
-        default=None,
-        metadata={
-            "help": "A general-purpose retrieval set to check that fine-tuning did not cost general quality; "
-            "reported beside the domain sets."
-        },
-    )
-    forgetting_dataset_split: str = field(default="test", metadata={"help": "qrels split of forgetting_dataset."})
     hybrid_fusion: Literal["weights", "optimize"] = field(
         default="weights",
         metadata={

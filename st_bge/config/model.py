@@ -40,3 +40,12 @@ class ModelArguments:
         metadata={"help": "Module names to adapt, or 'all-linear' for every linear layer of the encoder."},
     )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow custom modelling code from the Hub."})
+    merge_with_base: float | None = field(
+        default=None,
+        metadata={
+            "help": "After training, keep base + w * (fine-tuned - base) with this w (0: the base, 1: the fine-tune; "
+            "LoRA: the adapter scaled exactly): less of the domain gain for less change elsewhere. The output is the "
+            "merged model, evaluated beside base and fine-tuned; the fine-tune as trained goes to "
+            "<output_dir>/fine-tuned, for `st-bge merge` to dial again."
+        },
+    )

@@ -8,6 +8,7 @@ closest valid key as a suggestion. `metadata["help"]` of every field is what `--
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import MISSING, dataclass, fields
 from enum import Enum
@@ -110,6 +111,9 @@ def validate(recipe: Recipe) -> None:
         section.validate()
     if recipe.loss.m3_freeze_encoder and recipe.model.use_lora:
         raise ConfigError("m3_freeze_encoder trains the heads only: it cannot be combined with use_lora")
+    weight = recipe.model.merge_with_base
+    if weight is not None and not (math.isfinite(weight) and weight >= 0):
+        raise ConfigError(f"merge_with_base: {weight} is not a weight >= 0 (0: the base model, 1: the fine-tune)")
 
 
 def validate_synth(recipe: Recipe) -> None:

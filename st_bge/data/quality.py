@@ -20,8 +20,6 @@ import functools
 import json
 import math
 import operator
-import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -32,7 +30,7 @@ from datasets import Dataset
 
 from st_bge.data.formats import text_columns
 from st_bge.data.retrieval_set import RetrievalSet
-from st_bge.data.text import normalise
+from st_bge.data.text import NO_LETTERS, dominant_script, normalise
 from st_bge.markdown import markdown_table
 from st_bge.storage import DATA_QUALITY_JSON, DATA_QUALITY_MARKDOWN
 
@@ -53,11 +51,8 @@ MAX_EXAMPLES = 3
 EXAMPLE_CHARS = 80
 TOKENIZER_BATCH = 1024
 PERCENTILES = (50, 90, 99)
-NO_LETTERS = "no letters"
-# Unicode character names start with their script ('LATIN SMALL LETTER A', 'CYRILLIC ...'), except these.
-SCRIPT_ALIASES = {"CJK": "Han", "HIRAGANA": "Kana", "KATAKANA": "Kana", "HANGUL": "Hangul"}
 COLUMN_GROUPS = ("anchor", "positive", "negatives")
-# The scripts (as `_dominant_script` names them) each language code of a recipe's `language` is written in; a
+# The scripts (as `dominant_script` names them) each language code of a recipe's `language` is written in; a
 # language not listed here is not checked.
 LANGUAGE_SCRIPTS = {
     **dict.fromkeys(
@@ -197,9 +192,6 @@ THRESHOLDS: tuple[Threshold, ...] = (
         "relevant evaluation documents trained as positives inflate the evaluation scores",
     ),
 )
-
-
-_ASCII_LETTER = re.compile("[a-z]")
 
 
 class _Normalised(dict):
@@ -457,7 +449,7 @@ class _Columns:
     @functools.cached_property
     def scripts(self) -> dict[str, list[str]]:
         """The dominant script of every normalised text, per column: the script mix and the language check share it."""
-        return {column: [_dominant_script(text) for text in texts] for column, texts in self.normalised.items()}
+        return {column: [dominant_script(text) for text in texts] for column, texts in self.normalised.items()}
 
 
 def check_quality(
@@ -829,23 +821,3 @@ def _script_mix(columns: _Columns) -> dict[str, dict[str, float]]:
         for group, counter in scripts.items()
         if counter
     }
-
-
-def _dominant_script(text: str) -> str:
-    """The script most of the letters of a normalised text are in ('Latin', 'Han', 'Cyrillic', ...)."""
-    if text.isascii():  # the common case, without a look at each character
-        return "Latin" if _ASCII_LETTER.search(text) else NO_LETTERS
-    scripts: Counter[str] = Counter()
-    for char, n in Counter(text).items():
-        script = _script(char)
-        if script is not None:
-            scripts[script] += n
-    return scripts.most_common(1)[0][0] if scripts else NO_LETTERS
-
-
-@functools.cache
-def _script(char: str) -> str | None:
-    if not char.isalpha():
-        return None
-    word = unicodedata.name(char, "OTHER").split()[0]
-    return SCRIPT_ALIASES.get(word, word.title())

@@ -124,6 +124,8 @@ class RetrievalComparison:
 
     modes: dict[str, ModelComparison]
     notes: list[str] = field(default_factory=list)
+    # The same models on a general-domain set (`forgetting_dataset`): what the fine-tune cost outside its domain.
+    forgetting: RetrievalComparison | None = None
 
     @property
     def primary(self) -> ModelComparison:
@@ -147,18 +149,30 @@ class RetrievalComparison:
         """Every model, in the order given (the first is the baseline)."""
         return list(dict.fromkeys(model for comparison in self.modes.values() for model in comparison.models))
 
-    def to_markdown(self) -> str:
-        """One table, a row per (mode, metric), then the notes."""
+    def to_markdown(self, *, forgetting: bool = True) -> str:
+        """One table, a row per (mode, metric), then the notes; then the forgetting check's, if there is one (and
+        `forgetting`)."""
         table = comparison_table(self.modes, show_mode=len(self.modes) > 1)
-        return table + "".join(f"\n\n{note}" for note in self.notes)
+        text = table + "".join(f"\n\n{note}" for note in self.notes)
+        if forgetting and self.forgetting is not None:
+            general = self.forgetting.eval_set
+            text += (
+                f"\n\n**Forgetting check** on `{general.get('name')}` (general domain, not trained on: "
+                f"{general.get('queries')} queries, {general.get('corpus')} documents):\n\n{self.forgetting.to_markdown()}"
+            )
+        return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"modes": {mode: c.to_dict() for mode, c in self.modes.items()}, "notes": list(self.notes)}
+        data = {"modes": {mode: c.to_dict() for mode, c in self.modes.items()}, "notes": list(self.notes)}
+        if self.forgetting is not None:
+            data["forgetting"] = self.forgetting.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RetrievalComparison:
         modes = {mode: ModelComparison.from_dict(value) for mode, value in data["modes"].items()}
-        return cls(modes=modes, notes=list(data.get("notes", [])))
+        forgetting = cls.from_dict(data["forgetting"]) if data.get("forgetting") else None
+        return cls(modes=modes, notes=list(data.get("notes", [])), forgetting=forgetting)
 
     @classmethod
     def load(cls, output_dir: str | Path, stem: str = "eval_results") -> RetrievalComparison | None:
@@ -176,9 +190,17 @@ class RetrievalComparison:
         paths[0].write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         title = f"Retrieval on {self.eval_set.get('name', 'the evaluation set')}"
         paths[1].write_text(f"## {title}\n\n{self.to_markdown()}\n", encoding="utf-8")
-        many = len(self.modes) > 1
-        paths[2].write_text("\n".join(f"% {m}\n{c.latex}" if many else c.latex for m, c in self.modes.items()))
+        paths[2].write_text("\n".join(self._latex_tables()))
         return paths
+
+    def _latex_tables(self) -> list[str]:
+        """ranx's LaTeX table of each mode (each after a `% mode` comment where there are several), then the
+        forgetting check's."""
+        many = len(self.modes) > 1
+        tables = [f"% {mode}\n{c.latex}" if many else c.latex for mode, c in self.modes.items()]
+        if self.forgetting is not None:
+            tables += [f"% forgetting check: {self.forgetting.eval_set.get('name')}", *self.forgetting._latex_tables()]
+        return tables
 
 
 def comparison_table(modes: Mapping[str, ModelComparison], *, show_mode: bool) -> str:

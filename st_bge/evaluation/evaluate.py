@@ -33,6 +33,7 @@ from st_bge.evaluation.analysis import (
 from st_bge.evaluation.bm25 import bm25_run
 from st_bge.evaluation.cache import EmbeddingCache
 from st_bge.evaluation.comparison import RetrievalComparison, compare_modes
+from st_bge.evaluation.forgetting import forgetting_source
 from st_bge.evaluation.metrics import per_query_scores, to_qrels
 from st_bge.evaluation.plots import plot_embedding_maps, plot_metric_bars, plot_per_query_deltas
 from st_bge.evaluation.retrieval import ModeRuns, mode_notes, model_modes, optimize_hybrid_weights, retrieve_modes
@@ -75,9 +76,12 @@ def evaluate_models(recipe: EvalRecipe) -> list[SetResult]:
     check_output_dir(output_dir, overwrite=run_args.overwrite_output_dir)
     models = parse_model_specs(run_args.models)
     sources = [(path, run_args.eval_dataset_split, False) for path in run_args.eval_datasets]
-    if run_args.forgetting_dataset:
-        sources.append((run_args.forgetting_dataset, run_args.forgetting_dataset_split, True))
-    sets = [(load_retrieval_set(path, split), forgetting) for path, split, forgetting in sources]
+    sets = [(load_retrieval_set(path, split), False) for path, split, _ in sources]
+    domain_queries = (text for retrieval_set, _ in sets for text in retrieval_set.queries.values())
+    forgetting = forgetting_source(evaluation.forgetting_dataset, languages=None, texts=domain_queries)
+    if forgetting is not None:
+        sources.append((forgetting, evaluation.forgetting_dataset_split, True))
+        sets.append((load_retrieval_set(forgetting, evaluation.forgetting_dataset_split), True))
     warnings = {
         retrieval_set.name: trained_on_warnings(models, retrieval_set.name, split)
         for (retrieval_set, _), (_, split, _) in zip(sets, sources, strict=True)
@@ -88,7 +92,14 @@ def evaluate_models(recipe: EvalRecipe) -> list[SetResult]:
         raise ConfigError(f"eval_datasets and forgetting_dataset need distinct folder or file names, got {names}")
     dev_sets = {}
     if run_args.hybrid_fusion == "optimize":
-        dev_sets = {name: load_retrieval_set(path, run_args.fusion_dev_split) for name, path in paths.items()}
+        # The domain sets' own dev queries; the forgetting check keeps eval_hybrid_weights (a general set has no dev
+        # split, and tuning on it would fit the check to itself).
+        general = {retrieval_set.name for retrieval_set, forgetting in sets if forgetting}
+        dev_sets = {
+            name: load_retrieval_set(path, run_args.fusion_dev_split)
+            for name, path in paths.items()
+            if name not in general
+        }
     cache = EmbeddingCache(run_args.embedding_cache_dir) if run_args.use_embedding_cache else None
 
     runs: dict[str, dict[str, ModeRuns]] = {retrieval_set.name: {} for retrieval_set, _ in sets}

@@ -21,27 +21,30 @@ def plot_metric_bars(comparison: RetrievalComparison, path: str | Path) -> Path:
 
 
 def metric_bars_figure(comparison: RetrievalComparison) -> Figure:
-    """One panel per retrieval mode: a group per metric, a bar per model (BM25 first, in grey) with its 95%
-    confidence interval; * over a bar that differs significantly from its mode's baseline, and the title says when
-    none does."""
-    modes = comparison.modes
-    columns = min(2, len(modes))
-    rows = -(-len(modes) // columns)
+    """One panel per retrieval mode (then per mode of the forgetting check's set, if there is one): a group per
+    metric, a bar per model (BM25 first, in grey) with its 95% confidence interval; * over a bar that differs
+    significantly from its mode's baseline, and the title says when none does."""
+    panels = dict(comparison.modes)
+    if comparison.forgetting is not None:
+        general = comparison.forgetting.eval_set.get("name", "general set")
+        panels |= {f"forgetting check, {general}: {mode}": c for mode, c in comparison.forgetting.modes.items()}
+    columns = min(2, len(panels))
+    rows = -(-len(panels) // columns)
     figure = Figure(figsize=(columns * (1.6 * len(comparison.metrics) + 2), 4 * rows))
     axes = figure.subplots(rows, columns, squeeze=False).flatten()
     colours = {model: f"C{index}" for index, model in enumerate(comparison.models)}
-    for axis, (mode, mode_comparison) in zip(axes, modes.items(), strict=False):
-        _metric_bars(axis, mode_comparison, colours)
-        axis.set_title(mode)
-    for axis in axes[len(modes) :]:
+    for axis, (title, panel) in zip(axes, panels.items(), strict=False):
+        _metric_bars(axis, panel, colours)
+        axis.set_title(title)
+    for axis in axes[len(panels) :]:
         axis.set_visible(False)
     handles = {label: handle for axis in axes for handle, label in zip(*axis.get_legend_handles_labels(), strict=True)}
     figure.legend(handles.values(), handles.keys(), loc="upper right")
     title = comparison.eval_set.get("name", "")
-    baselines = list(dict.fromkeys(c.baseline for c in modes.values() if len(c.models) > 1))
+    baselines = list(dict.fromkeys(c.baseline for c in panels.values() if len(c.models) > 1))
     if baselines:
         starred = any(
-            c.significant(model, metric) for c in modes.values() for model in c.models[1:] for metric in c.metrics
+            c.significant(model, metric) for c in panels.values() for model in c.models[1:] for metric in c.metrics
         )
         against = " / ".join(baselines)
         title += (

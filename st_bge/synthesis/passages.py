@@ -16,7 +16,7 @@ from pathlib import Path
 from st_bge.data.formats import detect_format, records_to_dataset
 from st_bge.data.retrieval_set import is_beir_folder, is_llamaindex_file, load_llamaindex, read_corpus
 from st_bge.data.sources import Records, read_records
-from st_bge.data.text import normalise
+from st_bge.data.text import main_script, normalise
 from st_bge.errors import DataError
 
 CORPUS_ID_FIELDS = ("_id", "id")
@@ -50,9 +50,8 @@ class Corpus:
         return Corpus(self.source, passages, self.read, self.duplicates)
 
     def language(self) -> str:
-        """'zh' if most passages are mostly CJK characters, else 'en' (the default prompt's language)."""
-        chinese = sum(_cjk_share(passage.text) > 0.3 for passage in self.passages)
-        return "zh" if chinese > len(self.passages) / 2 else "en"
+        """'zh' if most passages are mostly Chinese characters, else 'en' (the default prompt's language)."""
+        return "zh" if main_script(passage.text for passage in self.passages) == "Han" else "en"
 
 
 def load_corpus(source: str, split: str = "train") -> Corpus:
@@ -95,10 +94,3 @@ def _positives(records: Records) -> list[tuple[str, str]]:
 def _text_id(text: str) -> str:
     """A stable id for a passage without one: the same text gets the same id in every run (resuming needs that)."""
     return "p" + hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def _cjk_share(text: str) -> float:
-    letters = [char for char in text if char.isalnum()]
-    if not letters:
-        return 0.0
-    return sum("\u4e00" <= char <= "\u9fff" for char in letters) / len(letters)
