@@ -34,13 +34,29 @@ from torch import Tensor
 
 from st_bge.config import MergeArguments
 from st_bge.errors import ConfigError
-from st_bge.model_card import attach_card_data, card_data_from_folder
-from st_bge.modeling import is_adapter_dir, load_full_model, load_saved_model, require_model_dir, resolve_model_path
+from st_bge.model_card import attach_card_data, card_data_from_folder, recorded_base_model
+from st_bge.modeling import (
+    adapter_base,
+    is_adapter_dir,
+    load_full_model,
+    load_saved_model,
+    require_model_dir,
+    resolve_model_path,
+)
 from st_bge.storage import ADAPTER_CONFIG, CARD_INPUTS, check_output_dir
 
 logger = logging.getLogger(__name__)
 
 MERGE_FILE = "merge.json"  # what was merged, with which weights, in the merged folder
+
+
+@dataclass
+class MergeResult:
+    """What `merge` wrote: the folder, the base model as it was loaded (Hub id or path), and `merge.json`'s record."""
+
+    output_dir: Path
+    base_model: str
+    record: dict
 
 
 @dataclass
@@ -56,8 +72,8 @@ class MergeSource:
         return is_adapter_dir(self.model_dir)
 
 
-def merge(args: MergeArguments) -> Path:
-    """Merge `args.model_dirs` with their base into `args.output_dir`; returns the output folder.
+def merge(args: MergeArguments) -> MergeResult:
+    """Merge `args.model_dirs` with their base into `args.output_dir`.
 
     Everything is checked (folders, one common base, the output folder) before the first model is loaded.
 
@@ -66,7 +82,8 @@ def merge(args: MergeArguments) -> Path:
             folder is not empty (without `overwrite_output_dir`), or the weights of a fine-tune do not match its base.
     """
     sources = [
-        MergeSource(require_model_dir(path), weight, _trained_from(Path(path)))
+        # The base a training output started from: its adapter's, else the Hub id its card inputs record.
+        MergeSource(require_model_dir(path), weight, adapter_base(path) or recorded_base_model(path))
         for path, weight in zip(args.model_dirs, args.weights, strict=True)
     ]
     base_model = args.base_model or _common_base(sources)
@@ -83,7 +100,7 @@ def merge(args: MergeArguments) -> Path:
     card_data = None
     if (first / CARD_INPUTS).is_file():
         # The first fine-tune's card, with the merge in place of its results: they were the fine-tune's, not these.
-        card_data = card_data_from_folder(first, adapter=is_adapter_dir(first) and len(sources) == 1, comparison=None)
+        card_data = card_data_from_folder(first, adapter=sources[0].adapter and len(sources) == 1, comparison=None)
         card_data.merge = record
         attach_card_data(model, card_data, base_model=base_model)
     else:
@@ -93,7 +110,7 @@ def merge(args: MergeArguments) -> Path:
         card_data.save_inputs(output_dir)  # `st-bge push` renders the card again from these
     (output_dir / MERGE_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     logger.info("Merged %s into %s", ", ".join(f"{m['name']} x {m['weight']:g}" for m in record["models"]), output_dir)
-    return output_dir
+    return MergeResult(output_dir, base_model, record)
 
 
 def merge_models(sources: Sequence[MergeSource], base_model: str) -> SentenceTransformer:
@@ -202,17 +219,6 @@ def merge_record(base_model: str, models: Sequence[tuple[str, float, bool]], *, 
         "models": [{"name": name, "weight": weight, "adapter": adapter} for name, weight, adapter in models],
         "made_by": made_by,
     }
-
-
-def _trained_from(model_dir: Path) -> str | None:
-    """The base model a training output started from: its adapter's base, else its recipe's model (if that is still
-    a Hub id or folder here; the card inputs keep Hub ids only)."""
-    if is_adapter_dir(model_dir):
-        return json.loads((model_dir / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
-    if (model_dir / CARD_INPUTS).is_file():
-        inputs = json.loads((model_dir / CARD_INPUTS).read_text(encoding="utf-8"))
-        return inputs.get("base_model")
-    return None
 
 
 def _common_base(sources: Sequence[MergeSource]) -> str:

@@ -280,6 +280,15 @@ def _is_local_path(value: str) -> bool:
         return False
 
 
+def recorded_base_model(folder: str | Path) -> str | None:
+    """The base model's Hub id a training run's card inputs (`CARD_INPUTS`) record, or None (none recorded, a local
+    base, or no card inputs)."""
+    path = Path(folder) / CARD_INPUTS
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8")).get("base_model") or None
+
+
 def card_data_from_folder(folder: str | Path, **overrides: Any) -> StBgeModelCardData:
     """Card data saved by a training run (`CARD_INPUTS`), with `overrides` (e.g. `adapter=False`, `model_id`).
 

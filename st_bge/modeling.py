@@ -198,14 +198,22 @@ def is_adapter_dir(model_dir: str | Path) -> bool:
     return (Path(model_dir) / ADAPTER_CONFIG).is_file()
 
 
+def adapter_base(model_dir: str | Path) -> str | None:
+    """The base model an adapter folder names (`base_model_name_or_path` of its adapter config), or None if the
+    folder holds no adapter or the config names none."""
+    config_path = Path(model_dir) / ADAPTER_CONFIG
+    if not config_path.is_file():
+        return None
+    return json.loads(config_path.read_text(encoding="utf-8")).get("base_model_name_or_path") or None
+
+
 def merge_adapter(model: SentenceTransformer, model_dir: str | Path) -> None:
     """Replace the adapted encoder of `model` (loaded from the adapter folder `model_dir`) by the base encoder with
     the LoRA update merged in (peft's `merge_and_unload`): a full model anyone can load without peft."""
     from peft import PeftModel
     from transformers import AutoModel
 
-    config = json.loads((Path(model_dir) / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-    base = AutoModel.from_pretrained(resolve_model_path(config["base_model_name_or_path"]))
+    base = AutoModel.from_pretrained(resolve_model_path(adapter_base(model_dir)))
     model[0].model = PeftModel.from_pretrained(base, str(model_dir)).merge_and_unload()
 
 

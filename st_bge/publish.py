@@ -14,7 +14,6 @@ branch created for the push is removed again if the commit fails. The token is n
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import tempfile
@@ -27,9 +26,10 @@ from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
 from st_bge.config import PushArguments
 from st_bge.errors import ConfigError, HubError
 from st_bge.m3 import BGEM3Model
-from st_bge.model_card import attach_card_data, card_data_from_folder
+from st_bge.model_card import attach_card_data, card_data_from_folder, recorded_base_model
 from st_bge.modeling import (
     PYPI_MODELS,
+    adapter_base,
     is_adapter_dir,
     load_saved_model,
     merge_adapter,
@@ -130,17 +130,12 @@ def stage(
 def _base_model_id(model_dir: Path) -> str | None:
     """The base model's Hub id, if known: the adapter's own (if not a local path), the one the training recipe
     named (card inputs), or the id of a PyPI-shipped model's folder."""
-    adapter_config = model_dir / ADAPTER_CONFIG
-    recorded = ""
-    if adapter_config.is_file():
-        recorded = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path") or ""
-        if recorded and not Path(recorded).exists():
-            return recorded  # already a Hub id
-    inputs_path = model_dir / CARD_INPUTS
-    if inputs_path.is_file():
-        base = json.loads(inputs_path.read_text(encoding="utf-8")).get("base_model")
-        if base:
-            return base
+    recorded = adapter_base(model_dir)
+    if recorded and not Path(recorded).exists():
+        return recorded  # already a Hub id
+    base = recorded_base_model(model_dir)
+    if base:
+        return base
     return next(
         (
             hub_id

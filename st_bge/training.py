@@ -148,18 +148,15 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
     general = build_evaluator(recipe, general_set)
     runs: dict[str, ModeRuns] = {}
     general_runs: dict[str, ModeRuns] = {}
+    # The domain's evaluation, then the forgetting check's: each model is evaluated on both, under one name.
+    evaluations = [(evaluator, runs), (general, general_runs)]
     if evaluator is not None and recipe.evaluation.eval_base_model and args.process_index == 0:
-        logger.info("Evaluating the base model on %s", data.eval.name)
-        runs[BASE] = evaluator.runs(model)  # before any new head: the base model's own modes
-        if general is not None:
-            logger.info("Evaluating the base model on %s (forgetting check)", general.retrieval_set.name)
-            general_runs[BASE] = general.runs(model)
+        _evaluate(model, BASE, evaluations)  # before any new head: the base model's own modes
     curve_base = _base_score_on(selector, evaluator, runs, model, recipe.evaluation.eval_primary_metric)
 
-    merge_weight = recipe.model.merge_with_base
     # The base's tensors that merging goes back toward, copied before any head is added or step taken.
     merge_base = None
-    if merge_weight is not None and args.process_index == 0:  # the main process merges and saves
+    if recipe.model.merge_with_base is not None and args.process_index == 0:  # the main process merges and saves
         merge_base = base_state(model, adapter=recipe.model.use_lora)
     notes = _configure_heads(model, recipe) if isinstance(model, BGEM3Model) else []
     card_data = StBgeModelCardData(
@@ -211,18 +208,10 @@ def train(recipe: Recipe, *, train_dataset: InMemoryData | None = None, eval_set
 
     comparison = None
     if trainer.is_world_process_zero():
-        if evaluator is not None:
-            runs[FINE_TUNED] = evaluator.runs(trainer.model)  # the best checkpoint, if one was selected
-            if general is not None:
-                logger.info("Evaluating the fine-tuned model on %s (forgetting check)", general.retrieval_set.name)
-                general_runs[FINE_TUNED] = general.runs(trainer.model)
+        _evaluate(trainer.model, FINE_TUNED, evaluations)  # the best checkpoint, if one was selected
         if merge_base is not None:
             _merge_with_base(trainer.model, merge_base, recipe, card_data)
-            if evaluator is not None:
-                logger.info("Evaluating the merged model (merge_with_base %g)", merge_weight)
-                runs[MERGED] = evaluator.runs(trainer.model)
-                if general is not None:
-                    general_runs[MERGED] = general.runs(trainer.model)
+            _evaluate(trainer.model, MERGED, evaluations)
         if evaluator is not None:
             comparison = _compare(recipe, evaluator, runs, how=data.evaluation)
             if general is not None:
@@ -307,6 +296,19 @@ def _is_complete(checkpoint: Path) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
+
+def _evaluate(
+    model: SentenceTransformer,
+    name: str,
+    evaluations: list[tuple[RanxRetrievalEvaluator | None, dict[str, ModeRuns]]],
+) -> None:
+    """Evaluate `model` as `name` with each evaluator there is, into its runs (the domain's, the forgetting
+    check's)."""
+    for evaluator, runs in evaluations:
+        if evaluator is not None:
+            logger.info("Evaluating the %s model on %s", name, evaluator.retrieval_set.name)
+            runs[name] = evaluator.runs(model)
 
 
 def _merge_with_base(

@@ -54,7 +54,7 @@ def merged(sources: list[Path], weights: list[float], output_dir: Path, base: Pa
         MergeArguments(
             model_dirs=[str(s) for s in sources], weights=weights, output_dir=str(output_dir), base_model=str(base)
         )
-    )
+    ).output_dir
 
 
 def train_quickstart(model: Path, data: Path, output_dir: Path, **fields):

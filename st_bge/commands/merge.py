@@ -13,18 +13,15 @@ class MergeCommand(Command):
     usage = f"MODEL_DIR [MODEL_DIR ...] --weights W [W ...] --output_dir OUTPUT_DIR {FLAGS}"
 
     def run(self, argv: list[str], names: ParserNames) -> int:
-        import json
-
         from st_bge.config import parse_merge_arguments
-        from st_bge.merging import MERGE_FILE, merge
+        from st_bge.merging import merge
 
         args = parse_merge_arguments(argv, **names)
-        output_dir = merge(args)
-        base = json.loads((output_dir / MERGE_FILE).read_text(encoding="utf-8"))["base_model"]
+        result = merge(args)
         models = " and ".join(args.model_dirs)
-        print(f"Merged {models} with weights {', '.join(f'{w:g}' for w in args.weights)} into {output_dir}")
-        tuned = " ".join(args.model_dirs)
+        print(f"Merged {models} with weights {', '.join(f'{w:g}' for w in args.weights)} into {result.output_dir}")
         print(
-            f"Measure it: st-bge eval --models base={base} {tuned} {output_dir} --eval_datasets <your retrieval set>"
+            f"Measure it: st-bge eval --models base={result.base_model} {' '.join(args.model_dirs)} "
+            f"{result.output_dir} --eval_datasets <your retrieval set>"
         )
         return 0
